@@ -83,7 +83,7 @@ _MIGRATIONS: list[list[str]] = [
             item VARCHAR NOT NULL,
             step VARCHAR NOT NULL,
             reason VARCHAR NOT NULL,
-            at TIMESTAMPTZ NOT NULL
+            failed_at TIMESTAMPTZ NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS provenance (
             result_table VARCHAR PRIMARY KEY,
@@ -314,7 +314,7 @@ class Store:
 
     def query(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> Any:
         """Run SQL with bound parameters and return an Arrow table."""
-        return self.con.execute(sql, params).arrow()
+        return self.con.sql(sql, params=params).to_arrow_table()
 
     def _writable(self) -> None:
         if self.read_only:
