@@ -54,7 +54,8 @@ def test_counts_image_equals_dmcopy(obs1479, name, band, binsize, total):
                 "CRVAL1P", "CRPIX1P", "CDELT1P"):
         assert header[key] == pytest.approx(ref.header[key], rel=1e-10), key
     # the same pixel maps to the same sky position in both headers
-    np.testing.assert_allclose(WCS(header).all_pix2world([[3.3, 7.1]], 1), WCS(ref.header).all_pix2world([[3.3, 7.1]], 1))
+    pix = [[3.3, 7.1]]
+    np.testing.assert_allclose(WCS(header).all_pix2world(pix, 1), WCS(ref.header).all_pix2world(pix, 1))
 
 
 def test_filters(obs1479):
