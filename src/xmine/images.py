@@ -27,7 +27,8 @@ _COPY_KEYS = ("TELESCOP", "INSTRUME", "DETNAM", "OBS_ID", "OBJECT", "DATE-OBS", 
               "DEC_NOM", "ROLL_NOM", "EQUINOX", "RADECSYS")
 
 
-def image_header(wcs: WCS, *, xmin: float, ymin: float, binsize: float, source: fits.Header | None = None) -> fits.Header:
+def image_header(wcs: WCS, *, xmin: float, ymin: float, binsize: float,
+                 source: fits.Header | None = None) -> fits.Header:
     """Return the header of an image binned from sky pixels starting at (xmin, ymin).
 
     Parameters

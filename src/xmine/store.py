@@ -104,7 +104,7 @@ _MIGRATIONS: list[list[str]] = [
 
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def hash_inputs(*parts: Any) -> str:
