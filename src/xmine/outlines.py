@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -463,13 +464,16 @@ def _physical_matrix(header: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _celestial_wcs(header: Any) -> Any:
-    from astropy.wcs import WCS
+    from astropy.wcs import WCS, FITSFixedWarning
 
     if header is None:
         msg = "sky coordinates need the image header with a celestial WCS; pass header= or use coords='physical'"
         raise InputError(msg)
     try:
-        wcs = WCS(header, naxis=2)
+        with warnings.catch_warnings():
+            # header repairs (RADECSYS → RADESYS, DATE-OBS → MJD-OBS) do not change the celestial axes
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2)
     except Exception as exc:  # astropy raises assorted types for bad WCS keywords
         msg = f"header: cannot build a WCS from it ({exc}); fix the CTYPE/CRVAL/CRPIX keywords"
         raise InputError(msg) from exc
@@ -492,7 +496,8 @@ def image_to_coords(x: np.ndarray, y: np.ndarray, *, coords: Coords, header: Any
     coords : {'image', 'physical', 'fk5', 'fk5_hms', 'icrs', 'icrs_hms'}
         The target system: ``physical`` applies the LTM/LTV keywords
         (physical = LTM⁻¹ · (image − LTV)); the sky systems give RA, Dec in
-        degrees (``_hms`` only changes how files print them).
+        degrees (``_hms`` only changes how files print them), transformed
+        from the WCS's own frame when it differs.
     header : astropy.io.fits.Header, optional
         The image header; required for all but ``image``.
 
@@ -506,26 +511,40 @@ def image_to_coords(x: np.ndarray, y: np.ndarray, *, coords: Coords, header: Any
     InputError
         Unknown system, or the header lacks what the system needs.
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
+    return _transform(coords, header)(np.asarray(x, np.float64), np.asarray(y, np.float64))
+
+
+_XY = tuple[np.ndarray, np.ndarray]
+
+
+def _transform(coords: str, header: Any, *, native_sky: bool = False) -> Callable[[np.ndarray, np.ndarray], _XY]:
+    """Build the image → ``coords`` conversion once (WCS parsing is slow)."""
+    frame = _sky_frame(coords)
     if coords == "image":
-        return x, y
+        return lambda x, y: (x, y)
     if coords == "physical":
         ltm, ltv = _physical_matrix(header)
         inv = np.linalg.inv(ltm)
-        dx, dy = x - ltv[0], y - ltv[1]
-        return inv[0, 0] * dx + inv[0, 1] * dy, inv[1, 0] * dx + inv[1, 1] * dy
-    frame = _sky_frame(coords)
-    wcs = _celestial_wcs(header)
-    lon, lat = wcs.celestial.pixel_to_world_values(x - 1.0, y - 1.0)
-    lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
-    native = _wcs_frame_name(wcs)
-    if native != frame:
-        from astropy.coordinates import SkyCoord
 
-        sc = SkyCoord(lon, lat, unit="deg", frame=_wcs_frame(wcs)).transform_to(_astropy_frame(frame))
-        lon, lat = sc.spherical.lon.deg, sc.spherical.lat.deg
-    return np.mod(lon, 360.0), lat
+        def _phys(x: np.ndarray, y: np.ndarray) -> _XY:
+            dx, dy = x - ltv[0], y - ltv[1]
+            return inv[0, 0] * dx + inv[0, 1] * dy, inv[1, 0] * dx + inv[1, 1] * dy
+
+        return _phys
+    wcs = _celestial_wcs(header).celestial
+    convert = not native_sky and _wcs_frame_name(wcs) != frame
+
+    def _sky(x: np.ndarray, y: np.ndarray) -> _XY:
+        lon, lat = wcs.pixel_to_world_values(x - 1.0, y - 1.0)
+        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        if convert:
+            from astropy.coordinates import SkyCoord
+
+            sc = SkyCoord(lon, lat, unit="deg", frame=_wcs_frame(wcs)).transform_to(_astropy_frame(frame))
+            lon, lat = sc.spherical.lon.deg, sc.spherical.lat.deg
+        return np.mod(lon, 360.0), lat
+
+    return _sky
 
 
 def _sky_frame(coords: str) -> str:
@@ -587,8 +606,9 @@ def _sexagesimal(lon: np.ndarray, lat: np.ndarray) -> tuple[list[str], list[str]
     return ras, decs
 
 
-def _ring_text(ring: np.ndarray, *, coords: Coords, header: Any, style: str) -> str:
-    a, b = image_to_coords(ring[:, 0], ring[:, 1], coords=coords, header=header)
+def _ring_text(ring: np.ndarray, *, to: Callable[[np.ndarray, np.ndarray], _XY], coords: str,
+               style: str) -> str:
+    a, b = to(ring[:, 0], ring[:, 1])
     if coords.endswith("_hms"):
         sa, sb = _sexagesimal(a, b)
     else:
@@ -603,33 +623,41 @@ _DS9_FRAME = {"image": "image", "physical": "physical", "fk5": "fk5", "fk5_hms":
               "icrs": "icrs", "icrs_hms": "icrs"}
 
 
-def _region_lines(outline: BinOutline, *, coords: Coords, header: Any, style: str) -> list[str]:
+def _region_lines(outline: BinOutline, *, to: Callable[[np.ndarray, np.ndarray], _XY], coords: str,
+                  style: str) -> list[str]:
     lines: list[str] = []
     tag = f"tag={{bin {outline.bin_id}}}"
     if style == "ciao":
         lines.append(f"# bin {outline.bin_id}: {outline.npix} pixels, {len(outline.pieces)} piece(s)")
     for k, piece in enumerate(outline.pieces):
-        text = _ring_text(piece.outer, coords=coords, header=header, style=style)
+        text = _ring_text(piece.outer, to=to, coords=coords, style=style)
         if style == "ciao":
             lines.append(f"polygon({text})")
         else:
             label = f" text={{{outline.bin_id}}}" if k == 0 else ""
             lines.append(f"polygon({text}) #{label} {tag}")
         for hole in piece.holes:
-            text = _ring_text(hole, coords=coords, header=header, style=style)
+            text = _ring_text(hole, to=to, coords=coords, style=style)
             lines.append(f"-polygon({text})" if style == "ciao" else f"-polygon({text}) # {tag}")
     return lines
 
 
-def _file_text(outlines: Iterable[BinOutline], *, coords: Coords, header: Any, style: str,
+def _file_text(outlines: Iterable[BinOutline], *, coords: str, header: Any, style: str,
                source: str | None) -> str:
     from xmine import __version__
 
     what = f" of {source}" if source else ""
     if style == "ciao":
+        if coords == "physical":
+            system = "physical (sky x, y) coordinates"
+        else:
+            # CIAO region files name no frame: RA/Dec are read in the frame of the data filtered
+            system = f"RA/Dec in the image's own frame ({_wcs_frame_name(_celestial_wcs(header))})"
+        to = _transform(coords, header, native_sky=True)
         head = ["# Region file format: CIAO version 1.0",
-                f"# xmine {__version__}: exact bin outlines{what}; {_ciao_system_note(coords, header)}"]
+                f"# xmine {__version__}: exact bin outlines{what}; {system}; holes follow as -polygon"]
     else:
+        to = _transform(coords, header)
         head = ["# Region file format: DS9 version 4.1",
                 f"# xmine {__version__}: exact bin outlines{what}; holes are exclusion polygons",
                 "global color=green width=1 font=\"helvetica 10 normal roman\" select=1 highlite=1 "
@@ -637,14 +665,8 @@ def _file_text(outlines: Iterable[BinOutline], *, coords: Coords, header: Any, s
                 _DS9_FRAME[coords]]
     body: list[str] = []
     for o in outlines:
-        body.extend(_region_lines(o, coords=coords, header=header, style=style))
+        body.extend(_region_lines(o, to=to, coords=coords, style=style))
     return "\n".join(head + body) + "\n"
-
-
-def _ciao_system_note(coords: str, header: Any) -> str:
-    if coords == "physical":
-        return "physical (sky) coordinates"
-    return f"{_sky_frame(coords)} RA/Dec"
 
 
 # ---------------------------------------------------------------------------
@@ -681,11 +703,12 @@ def outlines_to_regions(outlines: Mapping[int, BinOutline] | Iterable[BinOutline
 
     items = outlines.values() if isinstance(outlines, Mapping) else outlines
     frame = None if coords in ("image", "physical") else _astropy_frame(_sky_frame(coords))
+    to = _transform(coords, header)
     out = []
     for o in items:
         first = True
         for ring, is_hole in o.rings:
-            a, b = image_to_coords(ring[:, 0], ring[:, 1], coords=coords, header=header)
+            a, b = to(ring[:, 0], ring[:, 1])
             meta: dict[str, Any] = {"include": not is_hole, "tag": [f"bin {o.bin_id}"]}
             if first:
                 meta["text"] = str(o.bin_id)
@@ -719,11 +742,12 @@ def outline_wkt(outline: BinOutline, *, header: Any = None,
     -------
     str
     """
+    to = _transform(coords, header)
     polys = []
     for piece in outline.pieces:
         rings = []
         for ring in (piece.outer, *piece.holes):
-            a, b = image_to_coords(ring[:, 0], ring[:, 1], coords=coords, header=header)
+            a, b = to(ring[:, 0], ring[:, 1])
             a, b = np.append(a, a[0]), np.append(b, b[0])
             rings.append("(" + ", ".join(f"{p} {q}" for p, q in zip(_fmt(a), _fmt(b), strict=True)) + ")")
         polys.append("(" + ", ".join(rings) + ")")
@@ -805,7 +829,7 @@ def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_di
             msg = "coords: CIAO region files have no image coordinates; use 'physical' or a sky system"
             raise InputError(msg)
         # fail before writing anything when the header cannot serve a system
-        image_to_coords(np.array([1.0]), np.array([1.0]), coords=c, header=hdr)
+        _transform(c, hdr)
     if outlines is None:
         outlines = bin_outlines(arr)
     base = Path(out_dir)
