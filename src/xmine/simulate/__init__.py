@@ -1,0 +1,1 @@
+"""Simulated skies: one truth → Chandra event files, exposure maps, catalogue rows, images."""
