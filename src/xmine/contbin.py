@@ -1,0 +1,1307 @@
+"""Contour binning (Sanders 2006, MNRAS 371, 829) as Jeremy Sanders' ``contbin`` 1.7 does it.
+
+The image is accumulatively smoothed to a signal-to-noise ratio ``smoothsn``;
+bins are then seeded at the brightest unbinned pixel of the smoothed image and
+grown, one 4-connected neighbour at a time, by the pixel whose smoothed value
+is closest to the seed's, until the bin reaches ``sn``; finally bins below
+``sn`` are dissolved into their neighbours ("scrubbing").  Options keep
+contbin's names, meanings and defaults (``contbin.cc: program::program``):
+``sn=15``, ``smoothsn=15``, ``constrainfill=False``, ``constrainval=3``,
+``automask=False``, ``noscrub=False``, ``binup=False``, ``scrub_large=None``
+(contbin's ``--scrublarge``, off).
+
+What contbin does, and xmine with it
+------------------------------------
+* Noise (``bin.hh: error_sqd_est``): Gehrels' upper error ``N² = (1+√(C+0.75))²``
+  on the total counts C; with a background image the background term
+  ``(Σ r²/n)·(1+√(B+0.75))²`` is added, where ``r = expmap/bgexpmap`` per pixel
+  (``float32`` division, as contbin), ``B`` the raw background counts and
+  ``n`` the number of pixels; the signal is ``C − Σ bg·r``.
+* Without maps, ``expmap`` is the image's EXPOSURE keyword and ``bgexpmap`` the
+  background's (1 if absent), constant over the image; pixels with
+  ``expmap < 1`` are masked; ``expmap`` only enters through ``r``: nothing is
+  exposure-corrected (the table's ``sb`` column is the one exposure-corrected
+  output).  Maps are floored at 1e-7 (``trim_up``) before dividing.
+* Smoothing (``flux_estimator.cc: flux_estimator::smooth``): for each unmasked
+  pixel the disc of integer radius R — offsets with ``floor(√(dx²+dy²)) ≤ R`` —
+  grows from R = 0 until its S/N reaches ``smoothsn`` (or covers the image);
+  the smoothed value is the disc's net counts per unmasked pixel, stored as
+  ``float32`` (contbin's image type; the binning compares these values).
+* Seeds (``binner.cc: binner::find_next_pixel``): unmasked pixels in order of
+  decreasing smoothed value (increasing with ``binup``).
+* Growth (``bin.cc: bin::add_next_pixel``): candidates are unbinned, unmasked
+  4-neighbours (up, left, right, down) of the bin; the one with the smallest
+  ``|smoothed − smoothed(seed)|`` is added until S/N ≥ ``sn`` or no candidate
+  is left.  With ``constrainfill``, a candidate is allowed only if its distance
+  to the bin's centroid (weighted by net counts floored at 1e-7) is below
+  ``constrainval`` times ``R+1``, R the smallest disc radius holding more
+  offsets than the bin has pixels (``bin::check_constraint``).
+* Scrubbing (``scrubber.cc: scrubber::scrub``): bins below ``sn`` are taken
+  lowest S/N first; each gives its pixels away one at a time, always the
+  (pixel, neighbouring bin) pair with the closest smoothed values, honouring
+  the constraint measured at the neighbour's pixel if possible; bins that
+  rise above ``sn`` meanwhile leave the list and are never revisited.
+
+Where xmine deliberately differs
+--------------------------------
+* **Ties are ordered stably.**  contbin orders equal smoothed values with
+  ``std::sort`` (unstable) and breaks growth ties by the order of its edge
+  list, so its bins change when the image is mirrored.  xmine gives every
+  unmasked pixel a rank: by smoothed value, then by the pixel's counts, then by
+  the counts in centred (2k+1)² boxes, k = 1, 2, 4, 8, 16 (larger first), then
+  by (y, x).  Seeds follow the rank; growth ties (equal distance to the
+  seed's value) and scrubbing ties go to the better-ranked pixel; equal-S/N
+  scrubbing ties to the older bin.  All keys but the last are invariant under
+  mirroring, flipping and transposing the image, so xmine's bins for a
+  mirrored image are the mirror of its bins, except where two tied pixels also
+  have identical box sums at every scale (a locally symmetric image) or where
+  floating-point rounding of a background-weighted sum differs (≈ 1e-16).
+* **Accumulative smoothing is exact but fast.**  Disc sums come from row-wise
+  prefix sums (O(R) per disc), and the first radius reaching ``smoothsn`` is
+  found by a skip search that rejects whole ranges of radii with a rigorous
+  upper bound on the S/N over the range (counts, background and ``r²`` sums
+  only grow with R), so it returns contbin's radius without visiting every
+  annulus.  Sums use float64 as contbin does; only their summation order
+  differs (integer counts are summed exactly).
+* **Labels.** Bins are numbered 0.. in creation order after scrubbing
+  (contbin renumbers with the unstable ``std::partition``).
+* ``guarantee_sn=True`` rescrubs until every bin reaches ``sn`` (contbin never
+  revisits a bin that a scrubbed neighbour pushed back below target); regions
+  that can never reach it (isolated islands) become unbinned (−1) with a
+  warning.
+* Errors instead of crashes: NaN or negative counts, all pixels masked, shape
+  mismatches, unreadable files and a target S/N above the whole image's raise
+  :class:`~xmine.errors.InputError` (contbin aborts or writes nonsense).  A
+  non-finite exposure map value masks its pixel.  Mask values ≥ 1 keep a pixel
+  (contbin uses ≥ 1 for seeding but == 1 for growth).
+* Outputs go into a chosen folder (:func:`run_contbin`), never the current
+  directory; masked pixels are NaN in the smoothed image (contbin leaves 0).
+* Not supported: ``--noisemap`` and ``--smoothed`` as files (pass ``smoothed=``
+  as an array instead).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from numba import njit, prange
+
+from xmine.errors import InputError, XmineWarning
+
+__all__ = [
+    "ContourBinWarning",
+    "ContourBins",
+    "accumulative_smooth",
+    "bin_statistics",
+    "make_contour_bins",
+    "pixel_ranks",
+    "read_contbin_inputs",
+    "run_contbin",
+]
+
+_TRIM = np.float32(1e-7)
+_TIE_BOXES = (1, 2, 4, 8, 16)
+
+
+class ContourBinWarning(XmineWarning):
+    """Contour binning finished, but not every pixel or bin is as asked (the message says which)."""
+
+
+@dataclass
+class ContourBins:
+    """The result of :func:`make_contour_bins`.
+
+    Attributes
+    ----------
+    binmap : numpy.ndarray
+        int32 bin number per pixel, 0..n-1; −1 for masked or unbinned pixels.
+    smoothed : numpy.ndarray
+        float64 accumulatively smoothed image (net counts per pixel), holding
+        the float32 values the binning compared; NaN where masked.
+    table : astropy.table.Table
+        One row per bin: ``bin_id``, ``counts``, ``bg_counts`` (background
+        scaled to the image, Σ bg·r), ``bg_counts_raw``, ``net_counts``,
+        ``area_pix``, ``sn``, ``x_pix``/``y_pix`` (mean pixel position,
+        0-based numpy/astropy convention: add 1 for FITS/DS9 image
+        coordinates), ``ra_deg``/``dec_deg`` when a celestial WCS is given,
+        and ``exposure_mean``/``sb`` (net counts s⁻¹ pixel⁻¹) when an
+        exposure is known.
+    params : dict
+        The options used and a few run facts (``n_bins``, ``n_below_sn``...).
+    """
+
+    binmap: np.ndarray
+    smoothed: np.ndarray
+    table: Table
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+# =============================================================================
+# numba kernels
+# =============================================================================
+@njit(cache=True)
+def _esq(c: float) -> float:
+    e = 1.0 + math.sqrt(c + 0.75)
+    return e * e
+
+
+@njit(cache=True)
+def _half_widths(rmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Half width of the disc of radius R in row dy: the largest dx with dx² + dy² < (R+1)²."""
+    off = np.empty(rmax + 2, np.int64)
+    off[0] = 0
+    for r in range(rmax + 1):
+        off[r + 1] = off[r] + r + 1
+    hw = np.empty(off[rmax + 1], np.int32)
+    for r in range(rmax + 1):
+        lim = (r + 1) * (r + 1) - 1
+        for dy in range(r + 1):
+            k = lim - dy * dy
+            w = int(math.sqrt(k))
+            while w * w > k:
+                w -= 1
+            while (w + 1) * (w + 1) <= k:
+                w += 1
+            hw[off[r] + dy] = w
+    return hw, off
+
+
+@njit(cache=True)
+def _disc_sums(P: np.ndarray, y0: int, x0: int, r: int, hw: np.ndarray, off: np.ndarray,
+               out: np.ndarray) -> None:
+    ny = P.shape[0]
+    nx = P.shape[1] - 1
+    nk = P.shape[2]
+    for k in range(nk):
+        out[k] = 0.0
+    ylo = max(0, y0 - r)
+    yhi = min(ny - 1, y0 + r)
+    base = off[r]
+    for y in range(ylo, yhi + 1):
+        w = hw[base + abs(y - y0)]
+        xl = max(0, x0 - w)
+        xr = min(nx, x0 + w + 1)
+        for k in range(nk):
+            out[k] += P[y, xr, k] - P[y, xl, k]
+
+
+@njit(cache=True)
+def _sn2_sums(S: np.ndarray) -> float:
+    """S/N² of disc sums: S = (F, N) without background, (F, N, W, B, Q) with."""
+    noise = _esq(S[0])
+    if S.shape[0] > 2:
+        noise += (S[4] / S[1]) * _esq(S[3])
+        sig = S[0] - S[2]
+    else:
+        sig = S[0]
+    return sig * sig / noise
+
+
+@njit(cache=True)
+def _sn2_bound(Sa: np.ndarray, Sb: np.ndarray) -> float:
+    """Bound S/N² from above over all radii between a and b (sums at a ≤ sums at b)."""
+    Fa, Fb = Sa[0], Sb[0]
+    if Sa.shape[0] > 2:
+        Wa, Wb = Sa[2], Sb[2]
+        cmin = (Sa[4] / Sb[1]) * _esq(Sa[3])
+    else:
+        Wa = Wb = 0.0
+        cmin = 0.0
+    ub = 0.0
+    pos = Fb - Wa
+    if pos > 0.0:
+        ub = pos * pos / (_esq(Fb) + cmin)
+    neg = Wb - Fa
+    if neg > 0.0:
+        ub = max(ub, neg * neg / (_esq(Fa) + cmin))
+    return ub * (1.0 + 1e-9) + 1e-300
+
+
+@njit(cache=True, parallel=True)
+def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float) -> tuple[np.ndarray, np.ndarray]:
+    ny, nx = valid.shape
+    nk = P.shape[2]
+    rmax = int(math.sqrt(float(nx * nx + ny * ny)))
+    hw, off = _half_widths(rmax)
+    t2 = minsn * minsn
+    out = np.full((ny, nx), np.nan)
+    rad = np.full((ny, nx), -1, np.int32)
+    for y in prange(ny):
+        Sa = np.empty(nk)
+        Sb = np.empty(nk)
+        hint = 0
+        for x in range(nx):
+            if not valid[y, x]:
+                continue
+            a = 0
+            _disc_sums(P, y, x, 0, hw, off, Sa)
+            if _sn2_sums(Sa) >= t2 or rmax == 0:
+                out[y, x] = (Sa[0] - (Sa[2] if nk > 2 else 0.0)) / Sa[1]
+                rad[y, x] = 0
+                hint = 0
+                continue
+            step = max(1, hint - 1)
+            after_hint = hint > 1
+            res = -1
+            while True:
+                b = a + step
+                if b > rmax:
+                    b = rmax
+                    step = b - a
+                _disc_sums(P, y, x, b, hw, off, Sb)
+                if step == 1:
+                    if _sn2_sums(Sb) >= t2 or b == rmax:
+                        res = b
+                        break
+                    a = b
+                    Sa[:] = Sb
+                    step = 2
+                    after_hint = False
+                elif _sn2_bound(Sa, Sb) < t2:
+                    a = b
+                    Sa[:] = Sb
+                    if a == rmax:
+                        res = a
+                        break
+                    if after_hint:
+                        step = 1
+                        after_hint = False
+                    else:
+                        step *= 2
+                else:
+                    step //= 2
+                    after_hint = False
+            out[y, x] = (Sb[0] - (Sb[2] if nk > 2 else 0.0)) / Sb[1]
+            rad[y, x] = res
+            hint = res
+    return out, rad
+
+
+@njit(cache=True)
+def _heap_push(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int, k: float, t: int, p: int) -> int:
+    i = n
+    while i > 0:
+        par = (i - 1) >> 1
+        if hk[par] < k or (hk[par] == k and ht[par] <= t):
+            break
+        hk[i] = hk[par]
+        ht[i] = ht[par]
+        hp[i] = hp[par]
+        i = par
+    hk[i] = k
+    ht[i] = t
+    hp[i] = p
+    return n + 1
+
+
+@njit(cache=True)
+def _heap_pop(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int) -> tuple[int, int]:
+    """Remove the smallest (key, tie); return (new size, its payload)."""
+    top = hp[0]
+    n -= 1
+    if n > 0:
+        k = hk[n]
+        t = ht[n]
+        p = hp[n]
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= n:
+                break
+            if c + 1 < n and (hk[c + 1] < hk[c] or (hk[c + 1] == hk[c] and ht[c + 1] < ht[c])):
+                c += 1
+            if hk[c] < k or (hk[c] == k and ht[c] < t):
+                hk[i] = hk[c]
+                ht[i] = ht[c]
+                hp[i] = hp[c]
+                i = c
+            else:
+                break
+        hk[i] = k
+        ht[i] = t
+        hp[i] = p
+    return n, top
+
+
+# per-bin statistics columns
+_F, _N, _W, _B, _Q, _CX, _CY, _CW, _SEED = range(9)
+_NSTAT = 9
+
+
+@njit(cache=True)
+def _bin_sn2(st: np.ndarray, b: int, has_bg: bool) -> float:
+    F = st[b, _F]
+    noise = _esq(F)
+    sig = F
+    if has_bg:
+        noise += (st[b, _Q] / st[b, _N]) * _esq(st[b, _B])
+        sig = F - st[b, _W]
+    if noise < 1e-7:
+        return 1e-7
+    return sig * sig / noise
+
+
+@njit(cache=True)
+def _add_pixel(st: np.ndarray, b: int, p: int, nx: int, cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray,
+               q: np.ndarray, has_bg: bool, binmap: np.ndarray) -> None:
+    c = cnt[p]
+    st[b, _F] += c
+    st[b, _N] += 1.0
+    sig = c
+    if has_bg:
+        st[b, _B] += bgv[p]
+        st[b, _W] += bgw[p]
+        st[b, _Q] += q[p]
+        sig = c - bgw[p]
+    cs = sig if sig >= 1e-7 else 1e-7
+    st[b, _CX] += (p % nx) * cs
+    st[b, _CY] += (p // nx) * cs
+    st[b, _CW] += cs
+    binmap[p] = b
+
+
+@njit(cache=True)
+def _remove_pixel(st: np.ndarray, b: int, p: int, cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray,
+                  q: np.ndarray, has_bg: bool, binmap: np.ndarray) -> None:
+    # like contbin, the centroid of the dissolving bin is not updated
+    st[b, _F] -= cnt[p]
+    st[b, _N] -= 1.0
+    if has_bg:
+        st[b, _B] -= bgv[p]
+        st[b, _W] -= bgw[p]
+        st[b, _Q] -= q[p]
+    binmap[p] = -1
+
+
+@njit(cache=True)
+def _constraint_ok(st: np.ndarray, b: int, p: int, nx: int, areas: np.ndarray, cval2: float) -> bool:
+    cx = st[b, _CX] / st[b, _CW]
+    cy = st[b, _CY] / st[b, _CW]
+    dx = cx - (p % nx)
+    dy = cy - (p // nx)
+    r2 = dx * dx + dy * dy
+    cr = np.searchsorted(areas, st[b, _N], side="right") + 1
+    return r2 / float(cr * cr) < cval2
+
+
+@njit(cache=True)
+def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.ndarray, nx: int,
+               cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
+               thr2: float, constrain: bool, cval2: float, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    npix = s.shape[0]
+    ny = npix // nx
+    binmap = np.full(npix, -1, np.int32)
+    stamp = np.full(npix, -1, np.int32)
+    hk = np.empty(npix)
+    ht = np.empty(npix, np.int64)
+    hp = np.empty(npix, np.int64)
+    defer = np.empty(npix, np.int64)
+    cap = 64
+    st = np.zeros((cap, _NSTAT))
+    nb = 0
+    pos = 0
+    nval = order.shape[0]
+    dxs = (0, -1, 1, 0)
+    dys = (-1, 0, 0, 1)
+    while True:
+        while pos < nval and binmap[order[pos]] >= 0:
+            pos += 1
+        if pos == nval:
+            break
+        seed = order[pos]
+        if nb == cap:
+            cap *= 2
+            st2 = np.zeros((cap, _NSTAT))
+            st2[:nb] = st[:nb]
+            st = st2
+        b = nb
+        nb += 1
+        aim = s[seed]
+        st[b, _SEED] = seed
+        _add_pixel(st, b, seed, nx, cnt, bgv, bgw, q, has_bg, binmap)
+        stamp[seed] = b
+        hn = 0
+        cur = seed
+        while True:
+            # offer the neighbours of the pixel just added
+            cx = cur % nx
+            cy = cur // nx
+            for k in range(4):
+                xx = cx + dxs[k]
+                yy = cy + dys[k]
+                if xx < 0 or yy < 0 or xx >= nx or yy >= ny:
+                    continue
+                pp = yy * nx + xx
+                if valid[pp] and binmap[pp] < 0 and stamp[pp] != b:
+                    stamp[pp] = b
+                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
+            if _bin_sn2(st, b, has_bg) >= thr2:
+                break
+            got = -1
+            nd = 0
+            while hn > 0:
+                hn, pp = _heap_pop(hk, ht, hp, hn)
+                if binmap[pp] >= 0:
+                    continue
+                if constrain and not _constraint_ok(st, b, pp, nx, areas, cval2):
+                    defer[nd] = pp
+                    nd += 1
+                    continue
+                got = pp
+                break
+            for i in range(nd):
+                pp = defer[i]
+                hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
+            if got < 0:
+                break
+            _add_pixel(st, b, got, nx, cnt, bgv, bgw, q, has_bg, binmap)
+            cur = got
+    return binmap, st[:nb].copy()
+
+
+@njit(cache=True)
+def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, nx: int,
+              cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
+              constrain: bool, cval2: float, areas: np.ndarray, work: np.ndarray) -> bool:
+    """Give the pixels of bin b to neighbouring bins; False if some could not be given away."""
+    npix = s.shape[0]
+    ny = npix // nx
+    nrank = npix + 1
+    dxs = (0, -1, 1, 0)
+    dys = (-1, 0, 0, 1)
+    # the bin's pixels: flood fill from its seed (bins stay connected until dissolved)
+    seed = int(st[b, _SEED])
+    if binmap[seed] != b:
+        return False
+    n = 0
+    work[0] = seed
+    n = 1
+    binmap[seed] = -2 - b  # temporary visited mark
+    i = 0
+    while i < n:
+        p = work[i]
+        i += 1
+        px = p % nx
+        py = p // nx
+        for k in range(4):
+            xx = px + dxs[k]
+            yy = py + dys[k]
+            if 0 <= xx < nx and 0 <= yy < ny:
+                pp = yy * nx + xx
+                if binmap[pp] == b:
+                    binmap[pp] = -2 - b
+                    work[n] = pp
+                    n += 1
+    for i in range(n):
+        binmap[work[i]] = b
+    cap = 8 * n + 16
+    hk = np.empty(cap)
+    ht = np.empty(cap, np.int64)
+    hp = np.empty(cap, np.int64)
+    defer = np.empty(cap, np.int64)
+    hn = 0
+    for i in range(n):
+        p = work[i]
+        px = p % nx
+        py = p // nx
+        for k in range(4):
+            xx = px + dxs[k]
+            yy = py + dys[k]
+            if 0 <= xx < nx and 0 <= yy < ny:
+                pp = yy * nx + xx
+                c = binmap[pp]
+                if c >= 0 and c != b:
+                    hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), rank[p] * nrank + rank[pp],
+                                    p * npix + pp)
+    while st[b, _N] > 0:
+        got = -1
+        nd = 0
+        while hn > 0:
+            hn, pay = _heap_pop(hk, ht, hp, hn)
+            p = pay // npix
+            pp = pay % npix
+            if binmap[p] != b:
+                continue
+            if constrain and not _constraint_ok(st, binmap[pp], pp, nx, areas, cval2):
+                defer[nd] = pay
+                nd += 1
+                continue
+            got = pay
+            break
+        if got < 0 and nd > 0:
+            # nothing within the constraint: take the best pair regardless (contbin does the same)
+            got = defer[0]
+            for i in range(1, nd):
+                defer[i - 1] = defer[i]
+            nd -= 1
+        for i in range(nd):
+            pay = defer[i]
+            p = pay // npix
+            pp = pay % npix
+            hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), rank[p] * nrank + rank[pp], pay)
+        if got < 0:
+            return False
+        p = got // npix
+        c = binmap[got % npix]
+        _remove_pixel(st, b, p, cnt, bgv, bgw, q, has_bg, binmap)
+        _add_pixel(st, c, p, nx, cnt, bgv, bgw, q, has_bg, binmap)
+        px = p % nx
+        py = p // nx
+        for k in range(4):
+            xx = px + dxs[k]
+            yy = py + dys[k]
+            if 0 <= xx < nx and 0 <= yy < ny:
+                pp = yy * nx + xx
+                if binmap[pp] == b:
+                    if hn >= hk.shape[0]:
+                        hk2 = np.empty(2 * hk.shape[0])
+                        ht2 = np.empty(2 * hk.shape[0], np.int64)
+                        hp2 = np.empty(2 * hk.shape[0], np.int64)
+                        hk2[:hn] = hk[:hn]
+                        ht2[:hn] = ht[:hn]
+                        hp2[:hn] = hp[:hn]
+                        hk, ht, hp = hk2, ht2, hp2
+                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - s[p]), rank[pp] * nrank + rank[p],
+                                    pp * npix + p)
+        if defer.shape[0] < hk.shape[0]:
+            defer = np.empty(hk.shape[0], np.int64)
+    return True
+
+
+@njit(cache=True)
+def _scrub(st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, nx: int, cnt: np.ndarray,
+           bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool, thr2: float, constrain: bool,
+           cval2: float, areas: np.ndarray, stuck: np.ndarray) -> int:
+    """One contbin scrubbing pass; returns the number of bins dissolved."""
+    nb = st.shape[0]
+    low = np.empty(nb, np.int64)
+    nl = 0
+    for b in range(nb):
+        if st[b, _N] > 0 and not stuck[b] and _bin_sn2(st, b, has_bg) < thr2:
+            low[nl] = b
+            nl += 1
+    work = np.empty(s.shape[0], np.int64)
+    done = 0
+    while True:
+        best = -1
+        bestsn = 1e300
+        j = 0
+        for i in range(nl):
+            b = low[i]
+            v = _bin_sn2(st, b, has_bg)
+            if v >= thr2:
+                continue
+            low[j] = b
+            j += 1
+            if v < bestsn:
+                bestsn = v
+                best = b
+        nl = j
+        if best < 0:
+            break
+        if not _dissolve(best, st, binmap, s, rank, nx, cnt, bgv, bgw, q, has_bg, constrain, cval2, areas,
+                         work):
+            stuck[best] = True
+        done += 1
+        j = 0
+        for i in range(nl):
+            if low[i] != best:
+                low[j] = low[i]
+                j += 1
+        nl = j
+    return done
+
+
+# =============================================================================
+# numpy helpers
+# =============================================================================
+def _as_image(name: str, arr: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        msg = f"{name}: expected a 2-D image, got shape {a.shape}; pass one image plane"
+        raise InputError(msg)
+    if a.size == 0:
+        msg = f"{name}: the image is empty (shape {a.shape})"
+        raise InputError(msg)
+    if shape is not None and a.shape != shape:
+        msg = (f"{name}: shape {a.shape} differs from the counts image's {shape}; "
+               "use maps on the same pixel grid")
+        raise InputError(msg)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        msg = f"{name}: expected numbers, got dtype {a.dtype}"
+        raise InputError(msg)
+    return a
+
+
+def _check_counts(name: str, a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float32)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
+        msg = (f"{name}: {int(bad.sum())} pixels are NaN or infinite (first at x={x}, y={y}, 0-based); "
+               "set them to 0 and mask them")
+        raise InputError(msg)
+    neg = a < 0
+    if neg.any():
+        y, x = np.unravel_index(int(np.argmin(a)), a.shape)
+        msg = (f"{name}: {int(neg.sum())} pixels are negative (min {float(a.min()):g} at x={x}, y={y}, "
+               "0-based); contour binning needs counts >= 0 (pass a background image instead of "
+               "subtracting it)")
+        raise InputError(msg)
+    return a
+
+
+def _automask(counts: np.ndarray) -> np.ndarray:
+    """Contbin's ``--automask``: 8×8 blocks (from the origin) without counts are masked."""
+    ny, nx = counts.shape
+    by, bx = -(-ny // 8), -(-nx // 8)
+    pad = np.zeros((by * 8, bx * 8), np.float64)
+    pad[:ny, :nx] = counts
+    sums = pad.reshape(by, 8, bx, 8).sum(axis=(1, 3))
+    keep = np.abs(sums) >= 1e-5
+    return np.repeat(np.repeat(keep, 8, axis=0), 8, axis=1)[:ny, :nx]
+
+
+def _box_sums(img: np.ndarray, k: int) -> np.ndarray:
+    """Sum over the (2k+1)² box centred on each pixel (clipped at the border)."""
+    ny, nx = img.shape
+    sat = np.zeros((ny + 1, nx + 1))
+    sat[1:, 1:] = img.cumsum(0).cumsum(1)
+    y0 = np.clip(np.arange(ny) - k, 0, ny)
+    y1 = np.clip(np.arange(ny) + k + 1, 0, ny)
+    x0 = np.clip(np.arange(nx) - k, 0, nx)
+    x1 = np.clip(np.arange(nx) + k + 1, 0, nx)
+    return (sat[y1][:, x1] - sat[y0][:, x1] - sat[y1][:, x0] + sat[y0][:, x0])
+
+
+def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *,
+                binup: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Order unmasked pixels for seeding: by smoothed value, ties by mirror-invariant keys, then (y, x).
+
+    Parameters
+    ----------
+    smoothed32 : numpy.ndarray
+        The float32 smoothed image.
+    counts : numpy.ndarray
+        The counts image (tie keys: the pixel's counts, then box sums of
+        half width 1, 2, 4, 8, 16, larger first).
+    valid : numpy.ndarray
+        bool, True for unmasked pixels.
+    binup : bool, optional
+        Lowest smoothed value first (contbin's ``--binup``).
+
+    Returns
+    -------
+    order : numpy.ndarray
+        int64 flat indices of the unmasked pixels, first seed first.
+    rank : numpy.ndarray
+        int64 position of each flat pixel in ``order`` (−1 where masked).
+    """
+    flat_valid = np.flatnonzero(valid.ravel())
+    v = smoothed32.ravel()[flat_valid].astype(np.float32)
+    key = v if binup else -v
+    o = np.argsort(key, kind="stable")
+    sv = key[o]
+    eq = sv[1:] == sv[:-1]
+    tied = np.zeros(len(sv), bool)
+    tied[1:] |= eq
+    tied[:-1] |= eq
+    idx = np.flatnonzero(tied)
+    if idx.size:
+        start = np.ones(len(idx), bool)
+        start[1:] = ~(eq[idx[1:] - 1] & (idx[1:] == idx[:-1] + 1))
+        group = np.cumsum(start)
+        sub = flat_valid[o[idx]]
+        nx = valid.shape[1]
+        yy, xx = np.divmod(sub, nx)
+        c = np.where(valid, counts, 0).astype(np.float64)
+        keys: list[np.ndarray] = [xx, yy]
+        for k in reversed(_TIE_BOXES):
+            keys.append(-_box_sums(c, k).ravel()[sub])
+        keys.append(-c.ravel()[sub])
+        keys.append(group)
+        o[idx] = o[idx][np.lexsort(keys)]
+    order = flat_valid[o]
+    rank = np.full(valid.size, -1, np.int64)
+    rank[order] = np.arange(len(order))
+    return order, rank
+
+
+def _areas_table(nx: int, ny: int) -> np.ndarray:
+    """Contbin's ``bin_helper::precalculate_areas``: offsets of the (2nx−1)×(2ny−1) grid within each radius."""
+    rmax = math.isqrt(nx * nx + ny * ny)
+    dx = np.arange(0, nx)
+    counts = np.zeros(rmax + 2, np.int64)
+    for dy in range(0, ny):
+        r = np.floor(np.sqrt((dx * dx + dy * dy).astype(np.float64))).astype(np.int64)
+        mult = np.where(dx == 0, 1, 2) * (1 if dy == 0 else 2)
+        np.add.at(counts, r, mult)
+    return np.cumsum(counts[: rmax + 1]).astype(np.float64)
+
+
+def _prefix(arrs: list[np.ndarray]) -> np.ndarray:
+    ny, nx = arrs[0].shape
+    P = np.zeros((ny, nx + 1, len(arrs)))
+    for k, a in enumerate(arrs):
+        np.cumsum(a, axis=1, out=P[:, 1:, k])
+    return P
+
+
+def _exposure_ratio(shape: tuple[int, int], expmap: np.ndarray | None, bgexpmap: np.ndarray | None,
+                    exposure_s: float | None, bg_exposure_s: float | None) -> np.ndarray:
+    fg = (np.full(shape, np.float32(1.0 if exposure_s is None else exposure_s), np.float32)
+          if expmap is None else np.nan_to_num(expmap.astype(np.float32), nan=0.0))
+    bgx = (np.full(shape, np.float32(1.0 if bg_exposure_s is None else bg_exposure_s), np.float32)
+           if bgexpmap is None else np.nan_to_num(bgexpmap.astype(np.float32), nan=0.0))
+    fg = np.maximum(fg, _TRIM)
+    bgx = np.maximum(bgx, _TRIM)
+    return (fg / bgx).astype(np.float32).astype(np.float64)
+
+
+def accumulative_smooth(counts: np.ndarray, *, smoothsn: float = 15.0, bg: np.ndarray | None = None,
+                        expmap: np.ndarray | None = None, bgexpmap: np.ndarray | None = None,
+                        mask: np.ndarray | None = None, exposure_s: float | None = None,
+                        bg_exposure_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Accumulatively smooth an image to a signal-to-noise ratio (contbin's smoothing).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        2-D counts image (≥ 0).
+    smoothsn : float, optional
+        Target S/N of each pixel's disc.
+    bg, expmap, bgexpmap : numpy.ndarray, optional
+        Background counts image and the exposure maps giving its per-pixel
+        scale ``expmap/bgexpmap``; see the module docstring.
+    mask : numpy.ndarray, optional
+        bool, True for pixels to use (already combined with ``expmap >= 1``).
+    exposure_s, bg_exposure_s : float, optional
+        Constant exposures used in place of missing maps (default 1).
+
+    Returns
+    -------
+    smoothed : numpy.ndarray
+        float64 net counts per unmasked pixel of each pixel's disc (not yet
+        rounded to float32); NaN where masked.
+    radius : numpy.ndarray
+        int32 disc radius used per pixel (−1 where masked).
+    """
+    counts = _check_counts("counts", _as_image("counts", counts))
+    valid = np.ones(counts.shape, bool) if mask is None else np.asarray(mask, bool)
+    m = valid.astype(np.float64)
+    arrs = [counts.astype(np.float64) * m, m]
+    if bg is not None:
+        bgv = _check_counts("bg", _as_image("bg", bg, counts.shape)).astype(np.float64)
+        er = _exposure_ratio(counts.shape, expmap, bgexpmap, exposure_s, bg_exposure_s)
+        arrs += [bgv * er * m, bgv * m, er * er * m]
+    P = _prefix(arrs)
+    return _smooth_kernel(P, valid, float(smoothsn))
+
+
+def bin_statistics(binmap: np.ndarray, counts: np.ndarray, *, bg: np.ndarray | None = None,
+                   expmap: np.ndarray | None = None, bgexpmap: np.ndarray | None = None,
+                   exposure_s: float | None = None, bg_exposure_s: float | None = None,
+                   header: fits.Header | None = None) -> Table:
+    """Per-bin counts, background, area, S/N (contbin's formula) and centroid of any bin map.
+
+    Parameters
+    ----------
+    binmap : numpy.ndarray
+        Integer bin number per pixel, −1 (or any negative) for none.
+    counts, bg, expmap, bgexpmap, exposure_s, bg_exposure_s
+        As for :func:`make_contour_bins`.
+    header : astropy.io.fits.Header, optional
+        Adds ``ra_deg``/``dec_deg`` of the centroids when it has a celestial WCS.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per bin number present, sorted by ``bin_id``; columns as in
+        :class:`ContourBins`.
+    """
+    bm = np.asarray(binmap).astype(np.int64)
+    sel = bm >= 0
+    labels = bm[sel]
+    ids, inv = np.unique(labels, return_inverse=True)
+    nb = len(ids)
+    yy, xx = np.nonzero(sel)
+    c = np.asarray(counts, np.float64)[sel]
+    area = np.bincount(inv, minlength=nb).astype(np.int64)
+    F = np.bincount(inv, weights=c, minlength=nb)
+    tab = Table()
+    tab["bin_id"] = ids.astype(np.int32)
+    tab["counts"] = F
+    if bg is not None:
+        er = _exposure_ratio(bm.shape, expmap, bgexpmap, exposure_s, bg_exposure_s)[sel]
+        b = np.asarray(bg, np.float64)[sel]
+        B = np.bincount(inv, weights=b, minlength=nb)
+        W = np.bincount(inv, weights=b * er, minlength=nb)
+        Q = np.bincount(inv, weights=er * er, minlength=nb)
+        noise2 = (1 + np.sqrt(F + 0.75)) ** 2 + (Q / area) * (1 + np.sqrt(B + 0.75)) ** 2
+    else:
+        B = np.zeros(nb)
+        W = np.zeros(nb)
+        noise2 = (1 + np.sqrt(F + 0.75)) ** 2
+    tab["bg_counts"] = W
+    tab["bg_counts_raw"] = B
+    tab["net_counts"] = F - W
+    tab["area_pix"] = area
+    tab["sn"] = np.abs(F - W) / np.sqrt(noise2)
+    tab["x_pix"] = np.bincount(inv, weights=xx, minlength=nb) / area
+    tab["y_pix"] = np.bincount(inv, weights=yy, minlength=nb) / area
+    if expmap is not None or exposure_s is not None:
+        e = (np.full(bm.shape, float(exposure_s)) if expmap is None else np.asarray(expmap, np.float64))[sel]
+        tab["exposure_mean"] = np.bincount(inv, weights=e, minlength=nb) / area
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tab["sb"] = tab["net_counts"] / (area * tab["exposure_mean"])
+        tab["exposure_mean"].unit = "s"
+        tab["sb"].unit = "ct / (s pix)"
+    if header is not None and nb:
+        from astropy.wcs import WCS, FITSFixedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            w = WCS(header, naxis=2)
+        if w.has_celestial:
+            ra, dec = w.celestial.pixel_to_world_values(tab["x_pix"], tab["y_pix"])
+            tab["ra_deg"] = np.asarray(ra) % 360.0
+            tab["dec_deg"] = np.asarray(dec)
+            tab["ra_deg"].unit = tab["dec_deg"].unit = "deg"
+    for col in ("counts", "bg_counts", "bg_counts_raw", "net_counts"):
+        tab[col].unit = "ct"
+    tab["area_pix"].unit = "pix"
+    tab["x_pix"].unit = tab["y_pix"].unit = "pix"
+    return tab
+
+
+def _needed_counts(sn: float) -> float:
+    # C / (1 + sqrt(C + 0.75)) = sn  ->  u = sqrt(C + 0.75) solves u² − sn·u − (sn + 0.75) = 0
+    u = (sn + math.sqrt(sn * sn + 4 * (sn + 0.75))) / 2
+    return u * u - 0.75
+
+
+def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float = 15.0,
+                      constrainfill: bool = False, constrainval: float = 3.0, bg: np.ndarray | None = None,
+                      expmap: np.ndarray | None = None, bgexpmap: np.ndarray | None = None,
+                      mask: np.ndarray | None = None, automask: bool = False, noscrub: bool = False,
+                      binup: bool = False, scrub_large: float | None = None, guarantee_sn: bool = False,
+                      exposure_s: float | None = None, bg_exposure_s: float | None = None,
+                      header: fits.Header | None = None, smoothed: np.ndarray | None = None) -> ContourBins:
+    """Contour-bin a counts image as contbin 1.7 does (see the module docstring for the differences).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        2-D counts image, values ≥ 0 and finite.
+    sn : float, optional
+        Target signal-to-noise ratio of each bin (contbin ``--sn``, default 15).
+    smoothsn : float, optional
+        S/N of the accumulative smoothing (``--smoothsn``, default 15).
+    constrainfill : bool, optional
+        Apply the geometric constraint (``--constrainfill``).
+    constrainval : float, optional
+        Its ratio (``--constrainval``, default 3).
+    bg : numpy.ndarray, optional
+        Background counts image (``--bg``), scaled per pixel by ``expmap/bgexpmap``.
+    expmap, bgexpmap : numpy.ndarray, optional
+        Exposure maps of image and background (``--expmap``, ``--bgexpmap``);
+        pixels with ``expmap < 1`` (or non-finite) are masked.
+    mask : numpy.ndarray, optional
+        Pixels with value ≥ 1 (or True) are used (``--mask``).
+    automask : bool, optional
+        Mask 8×8 blocks without counts (``--automask``).
+    noscrub : bool, optional
+        Keep bins below ``sn`` (``--noscrub``).
+    binup : bool, optional
+        Seed from the faintest pixel (``--binup``).
+    scrub_large : float, optional
+        Unbin bins holding at least this fraction of the binned pixels
+        (``--scrublarge``; ignored with ``noscrub`` as in contbin).
+    guarantee_sn : bool, optional
+        Rescrub until every bin reaches ``sn`` (xmine only).
+    exposure_s, bg_exposure_s : float, optional
+        Exposures of image and background, used where ``expmap``/``bgexpmap``
+        are absent (contbin reads the EXPOSURE keywords; default 1).
+    header : astropy.io.fits.Header, optional
+        Image header; its celestial WCS gives the table's ``ra_deg``/``dec_deg``.
+    smoothed : numpy.ndarray, optional
+        A ready smoothed image (``--smoothed``), skipping the smoothing.
+
+    Returns
+    -------
+    ContourBins
+
+    Raises
+    ------
+    xmine.errors.InputError
+        For a non-2-D or empty image, NaN or negative counts/background,
+        maps of another shape, bad option values, all pixels masked, or a
+        target S/N the whole unmasked image does not reach.
+
+    Warns
+    -----
+    ContourBinWarning
+        When a background is given without any exposure information (scale 1
+        assumed) or when ``guarantee_sn`` had to unbin isolated regions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.random.default_rng(1).poisson(4.0, (32, 32))
+    >>> res = make_contour_bins(img, sn=10, smoothsn=10)
+    >>> bool((res.table["sn"] >= 10).all())
+    True
+    """
+    counts_in = _as_image("counts", counts)
+    cnt32 = _check_counts("counts", counts_in)
+    shape = cnt32.shape
+    for name, val in (("sn", sn), ("smoothsn", smoothsn), ("constrainval", constrainval)):
+        if not (isinstance(val, (int, float, np.floating, np.integer)) and math.isfinite(val) and val > 0):
+            msg = f"{name}: {val!r} is not a positive number; contbin's default is {15 if 'sn' in name else 3}"
+            raise InputError(msg)
+    if scrub_large is not None and not (0 < scrub_large <= 1):
+        msg = f"scrub_large: {scrub_large!r} must be a fraction in (0, 1] (or None to keep large bins)"
+        raise InputError(msg)
+    if guarantee_sn and noscrub:
+        msg = "guarantee_sn=True needs scrubbing; drop noscrub=True"
+        raise InputError(msg)
+    for name, val in (("exposure_s", exposure_s), ("bg_exposure_s", bg_exposure_s)):
+        if val is not None and not (math.isfinite(val) and val > 0):
+            msg = f"{name}: {val!r} must be a positive exposure in seconds"
+            raise InputError(msg)
+
+    valid = np.ones(shape, bool)
+    if mask is not None:
+        m = _as_image("mask", mask, shape)
+        valid &= np.nan_to_num(m.astype(np.float64), nan=0.0) >= 1
+    if automask:
+        valid &= _automask(cnt32)
+    exp_arr = bgexp_arr = None
+    if expmap is not None:
+        exp_arr = _as_image("expmap", expmap, shape).astype(np.float32)
+        valid &= np.isfinite(exp_arr) & (exp_arr >= 1)
+    if bgexpmap is not None:
+        bgexp_arr = _as_image("bgexpmap", bgexpmap, shape).astype(np.float32)
+    bg32 = None
+    if bg is not None:
+        bg32 = _check_counts("bg", _as_image("bg", bg, shape))
+        if exp_arr is None and bgexp_arr is None and (exposure_s is None or bg_exposure_s is None):
+            warnings.warn("bg: no exposure maps and no exposure times for image and background; "
+                          "scaling the background by 1 (as contbin does without EXPOSURE keywords)",
+                          ContourBinWarning, stacklevel=2)
+    elif bgexp_arr is not None:
+        msg = "bgexpmap: given without bg; pass the background image too (or drop bgexpmap)"
+        raise InputError(msg)
+    nvalid = int(valid.sum())
+    if nvalid == 0:
+        msg = (f"mask: all {valid.size} pixels of the {shape[1]}×{shape[0]} image are masked "
+               "(mask < 1, expmap < 1 or automask); check the mask and exposure map")
+        raise InputError(msg)
+
+    has_bg = bg32 is not None
+    ny, nx = shape
+    m = valid.astype(np.float64)
+    cnt = cnt32.astype(np.float64) * m
+    if has_bg:
+        er = _exposure_ratio(shape, exp_arr, bgexp_arr, exposure_s, bg_exposure_s)
+        bgv = bg32.astype(np.float64) * m
+        bgw = bgv * er
+        qq = er * er * m
+    else:
+        bgv = bgw = qq = np.zeros(1)
+
+    # the whole unmasked image as one bin: can the target be reached at all?
+    Ft = float(cnt.sum())
+    if has_bg:
+        noise = (1 + math.sqrt(Ft + 0.75)) ** 2 + (float(qq.sum()) / nvalid) * (
+            1 + math.sqrt(float(bgv.sum()) + 0.75)) ** 2
+        net = Ft - float(bgw.sum())
+    else:
+        noise = (1 + math.sqrt(Ft + 0.75)) ** 2
+        net = Ft
+    sn_all = abs(net) / math.sqrt(noise)
+    if sn_all < sn:
+        msg = (f"counts: all {nvalid} unmasked pixels together hold {Ft:.0f} counts ({net:.1f} net) and reach "
+               f"S/N {sn_all:.2f} < sn={sn:g}; S/N {sn:g} needs at least {_needed_counts(sn):.0f} net counts "
+               "without background: lower sn or use a deeper image")
+        raise InputError(msg)
+
+    if smoothed is None:
+        arrs = [cnt, m] + ([bgw, bgv, qq] if has_bg else [])
+        P = _prefix(arrs)
+        sm64, _radius = _smooth_kernel(P, valid, float(smoothsn))
+        del P
+    else:
+        sm64 = _as_image("smoothed", smoothed, shape).astype(np.float64)
+    s32 = np.where(valid, sm64, 0.0).astype(np.float32)
+    s = s32.astype(np.float64).ravel()
+
+    order, rank = pixel_ranks(s32, cnt32, valid, binup=binup)
+    areas = _areas_table(nx, ny)
+    thr2 = float(sn) * float(sn)
+    cval2 = float(constrainval) * float(constrainval)
+    vflat = valid.ravel()
+    cntf = cnt.ravel()
+    bgvf, bgwf, qf = (bgv.ravel(), bgw.ravel(), qq.ravel()) if has_bg else (bgv, bgw, qq)
+    binmap, st = _grow_bins(s, order, rank, vflat, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+                            bool(constrainfill), cval2, areas)
+    n_grown = st.shape[0]
+    stuck = np.zeros(n_grown, np.bool_)
+    n_dissolved = 0
+    n_unbinned_islands = 0
+    if not noscrub:
+        n_dissolved += _scrub(st, binmap, s, rank, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+                              bool(constrainfill), cval2, areas, stuck)
+        if guarantee_sn:
+            while True:
+                k = _scrub(st, binmap, s, rank, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+                           bool(constrainfill), cval2, areas, stuck)
+                n_dissolved += k
+                if k == 0:
+                    break
+            # what is left below target cannot reach it: isolated islands
+            n = st[:, _N]
+            F = st[:, _F]
+            if has_bg:
+                noise = (1 + np.sqrt(F + 0.75)) ** 2 + (st[:, _Q] / np.maximum(n, 1)) * (
+                    1 + np.sqrt(st[:, _B] + 0.75)) ** 2
+                sig = F - st[:, _W]
+            else:
+                noise = (1 + np.sqrt(F + 0.75)) ** 2
+                sig = F
+            below = (n > 0) & (sig * sig / noise < thr2)
+            if below.any():
+                drop = np.isin(binmap, np.flatnonzero(below))
+                n_unbinned_islands = int(drop.sum())
+                binmap[drop] = -1
+                st[below, _N] = 0
+                warnings.warn(f"guarantee_sn: {int(below.sum())} isolated regions ({n_unbinned_islands} pixels) "
+                              f"cannot reach S/N {sn:g}; they are left unbinned (-1)",
+                              ContourBinWarning, stacklevel=2)
+        if scrub_large is not None:
+            tot = st[:, _N].sum()
+            large = st[:, _N] / tot >= scrub_large
+            if large.any():
+                binmap[np.isin(binmap, np.flatnonzero(large))] = -1
+                st[large, _N] = 0
+        # renumber: bins that still hold pixels, in creation order
+        keep = st[:, _N] > 0
+        new = np.full(n_grown + 1, -1, np.int32)
+        new[:-1][keep] = np.arange(int(keep.sum()), dtype=np.int32)
+        binmap = new[binmap]  # -1 indexes the trailing -1
+    binmap = binmap.reshape(shape).astype(np.int32)
+
+    table = bin_statistics(binmap, cnt32, bg=bg32, expmap=exp_arr, bgexpmap=bgexp_arr, exposure_s=exposure_s,
+                           bg_exposure_s=bg_exposure_s, header=header)
+    smooth_out = np.where(valid, s32.astype(np.float64), np.nan)
+    params: dict[str, Any] = {
+        "sn": float(sn), "smoothsn": float(smoothsn), "constrainfill": bool(constrainfill),
+        "constrainval": float(constrainval), "automask": bool(automask), "noscrub": bool(noscrub),
+        "binup": bool(binup), "scrub_large": scrub_large, "guarantee_sn": bool(guarantee_sn),
+        "exposure_s": exposure_s, "bg_exposure_s": bg_exposure_s, "has_bg": has_bg,
+        "has_expmap": exp_arr is not None, "has_bgexpmap": bgexp_arr is not None, "has_mask": mask is not None,
+        "n_bins": len(table), "n_grown": int(n_grown), "n_dissolved": int(n_dissolved),
+        "n_below_sn": int((table["sn"] < sn).sum()), "n_unmasked": nvalid,
+        "n_unbinned_islands": n_unbinned_islands,
+    }
+    return ContourBins(binmap=binmap, smoothed=smooth_out, table=table, params=params)
+
+
+# =============================================================================
+# files
+# =============================================================================
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "XTENSION", "PCOUNT",
+               "GCOUNT", "BZERO", "BSCALE", "BUNIT", "DATASUM", "CHECKSUM", "BLANK", "EXTNAME", "EXTVER",
+               "DATAMIN", "DATAMAX", "HDUCLASS", "HDUCLAS1", "HDUCLAS2", "HDUCLAS3", "HDUNAME"}
+
+
+def _read_image(path: Path | str, what: str) -> tuple[np.ndarray, fits.Header]:
+    p = Path(path)
+    if not p.exists():
+        msg = f"{p}: no such file (the {what}); check the path"
+        raise InputError(msg)
+    try:
+        with fits.open(p, memmap=False) as hdul:
+            for hdu in hdul:
+                if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
+                    data = np.array(hdu.data)
+                    header = hdu.header.copy()
+                    if "EXPOSURE" not in header and "EXPOSURE" in hdul[0].header:
+                        header["EXPOSURE"] = hdul[0].header["EXPOSURE"]
+                    break
+            else:
+                msg = f"{p}: no image HDU in the file (the {what}); pass a FITS image"
+                raise InputError(msg)
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = f"{p}: cannot read the {what} as FITS ({text}); check the file"
+        raise InputError(msg) from exc
+    if data.ndim != 2:
+        msg = f"{p}: the {what} has shape {data.shape}, not a 2-D image; pass one image plane"
+        raise InputError(msg)
+    return data, header
+
+
+def _exposure_keyword(header: fits.Header, path: Path | str) -> float | None:
+    if "EXPOSURE" not in header:
+        return None
+    try:
+        val = float(header["EXPOSURE"])
+    except (TypeError, ValueError) as exc:
+        msg = f"{path}: EXPOSURE keyword {header['EXPOSURE']!r} is not a number; fix the header"
+        raise InputError(msg) from exc
+    return val if val > 0 else None
+
+
+def read_contbin_inputs(image_path: Path | str, *, bg_path: Path | str | None = None,
+                        expmap_path: Path | str | None = None, bgexpmap_path: Path | str | None = None,
+                        mask_path: Path | str | None = None) -> dict[str, Any]:
+    """Read contbin's input files into keyword arguments of :func:`make_contour_bins`.
+
+    Parameters
+    ----------
+    image_path : path-like
+        Counts image (first image HDU); its EXPOSURE keyword gives ``exposure_s``.
+    bg_path, expmap_path, bgexpmap_path, mask_path : path-like, optional
+        Background image (its EXPOSURE gives ``bg_exposure_s``), exposure maps, mask.
+
+    Returns
+    -------
+    dict
+        ``counts``, ``header``, ``exposure_s``, ``bg_exposure_s`` and whichever of
+        ``bg``, ``expmap``, ``bgexpmap``, ``mask`` were given.
+
+    Raises
+    ------
+    xmine.errors.InputError
+        A file is missing, unreadable, not a 2-D image, or of another shape than the image.
+    """
+    counts, header = _read_image(image_path, "counts image")
+    out: dict[str, Any] = {"counts": counts, "header": header,
+                           "exposure_s": _exposure_keyword(header, image_path), "bg_exposure_s": None}
+    for key, path in (("bg", bg_path), ("expmap", expmap_path), ("bgexpmap", bgexpmap_path),
+                      ("mask", mask_path)):
+        if path is None:
+            continue
+        data, h = _read_image(path, {"bg": "background image", "expmap": "exposure map",
+                                     "bgexpmap": "background exposure map", "mask": "mask"}[key])
+        if data.shape != counts.shape:
+            msg = (f"{path}: the {key} has shape {data.shape} but the image {image_path} has {counts.shape}; "
+                   "use maps on the same pixel grid")
+            raise InputError(msg)
+        out[key] = data
+        if key == "bg":
+            out["bg_exposure_s"] = _exposure_keyword(h, path)
+    return out
+
+
+def _out_header(header: fits.Header | None, params: dict[str, Any], what: str) -> fits.Header:
+    h = fits.Header()
+    if header is not None:
+        for card in header.cards:
+            if card.keyword in _STRUCTURAL or card.keyword.startswith(("NAXIS", "TTYPE", "TFORM", "TUNIT")):
+                continue
+            if card.keyword in ("HISTORY", "COMMENT", ""):
+                continue
+            h.append(card, end=True)
+    h["CONTENT"] = (what, "xmine contour binning output")
+    from xmine import __version__
+
+    h["CREATOR"] = (f"xmine {__version__}", "xmine.contbin (contbin 1.7 semantics)")
+    for k in ("sn", "smoothsn", "constrainfill", "constrainval", "noscrub", "guarantee_sn"):
+        h.add_history(f"xmine.contbin {k} = {params.get(k)}")
+    return h
+
+
+def run_contbin(image_path: Path | str, *, out_dir: Path | str, bg_path: Path | str | None = None,
+                expmap_path: Path | str | None = None, bgexpmap_path: Path | str | None = None,
+                mask_path: Path | str | None = None, **options: Any) -> dict[str, Path]:
+    """Contour-bin FITS files and write the products into ``out_dir``.
+
+    Parameters
+    ----------
+    image_path : path-like
+        Counts image; its EXPOSURE keyword (and the background's) set the
+        background scale when no exposure maps are given, as in contbin.
+    out_dir : path-like
+        Folder for the outputs (created if missing); nothing is written elsewhere.
+    bg_path, expmap_path, bgexpmap_path, mask_path : path-like, optional
+        contbin's ``--bg``, ``--expmap``, ``--bgexpmap`` and ``--mask`` files.
+    **options
+        Keyword options of :func:`make_contour_bins` (``sn``, ``smoothsn``,
+        ``constrainfill``, ``constrainval``, ``noscrub``, ``guarantee_sn``...);
+        ``exposure_s``/``bg_exposure_s`` override the keywords.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``binmap`` (int32, −1 unbinned; the input header's WCS and physical
+        LTM/LTV keywords kept), ``smoothed`` (float32, NaN masked), ``sn``
+        (per-pixel S/N of its bin, −1 unbinned, contbin's ``contbin_sn.fits``),
+        ``out`` (net counts per pixel of its bin, contbin's ``contbin_out.fits``),
+        ``mask`` (uint8, 1 = used) and ``bins`` (the per-bin table).
+
+    Raises
+    ------
+    xmine.errors.InputError
+        Unreadable or mismatched files, bad options, or inputs
+        :func:`make_contour_bins` refuses.
+    """
+    from xmine.store import atomic_write
+
+    inputs = read_contbin_inputs(image_path, bg_path=bg_path, expmap_path=expmap_path,
+                                 bgexpmap_path=bgexpmap_path, mask_path=mask_path)
+    for key in ("exposure_s", "bg_exposure_s"):
+        if options.get(key) is not None:
+            inputs[key] = options.pop(key)
+        else:
+            options.pop(key, None)
+    unknown = set(options) - {"sn", "smoothsn", "constrainfill", "constrainval", "automask", "noscrub",
+                              "binup", "scrub_large", "guarantee_sn", "smoothed"}
+    if unknown:
+        msg = f"run_contbin: unknown option(s) {sorted(unknown)}; see make_contour_bins for the names"
+        raise InputError(msg)
+    res = make_contour_bins(**inputs, **options)
+    out = Path(out_dir)
+    header = inputs["header"]
+    bm = res.binmap
+    tab = res.table
+    sn_img = np.full(bm.shape, -1.0, np.float32)
+    out_img = np.full(bm.shape, -1.0, np.float32)
+    if len(tab):
+        lut_sn = np.full(int(tab["bin_id"].max()) + 1, -1.0)
+        lut_out = np.full_like(lut_sn, -1.0)
+        lut_sn[tab["bin_id"]] = tab["sn"]
+        lut_out[tab["bin_id"]] = tab["net_counts"] / tab["area_pix"]
+        sel = bm >= 0
+        sn_img[sel] = lut_sn[bm[sel]]
+        out_img[sel] = lut_out[bm[sel]]
+    images = {
+        "binmap": (bm.astype(np.int32), "bin number, -1 = unbinned"),
+        "smoothed": (res.smoothed.astype(np.float32), "accumulatively smoothed net counts per pixel"),
+        "sn": (sn_img, "signal to noise of the pixel's bin, -1 = unbinned"),
+        "out": (out_img, "net counts per pixel of the pixel's bin, -1 = unbinned"),
+        "mask": (np.isfinite(res.smoothed).astype(np.uint8), "1 = pixel used, 0 = masked"),
+    }
+    paths: dict[str, Path] = {}
+    for name, (data, what) in images.items():
+        target = out / f"{name}.fits"
+        with atomic_write(target) as tmp:
+            fits.PrimaryHDU(data, header=_out_header(header, res.params, what)).writeto(tmp)
+        paths[name] = target
+    target = out / "bins.fits"
+    tab = tab.copy()
+    tab.meta.update({k.upper()[:8]: v for k, v in res.params.items() if isinstance(v, (int, float, bool, str))})
+    with atomic_write(target) as tmp:
+        tab.write(tmp, format="fits")
+    paths["bins"] = target
+    return paths
