@@ -33,6 +33,7 @@ from xmine.simulate import spectra
 from xmine.simulate.acis import (
     ACIS_LAYOUTS,
     CHIP_PIX,
+    DITHER_AMPLITUDE_ARCSEC,
     PIXEL_ARCSEC,
     PSF_WING_FRACTION,
     PSF_WING_SCALE,
@@ -191,7 +192,7 @@ class _Frame:
         self.ra0, self.dec0 = float(obs["ra_pnt"]), float(obs["dec_pnt"])
         self.t0 = float(obs["tstart"])
         ontime = float(obs["exposure_s"]) / DTCOR
-        self.nframes = int(math.ceil(ontime / FRAME_TIME_S))
+        self.nframes = math.ceil(ontime / FRAME_TIME_S)
         self.t1 = self.t0 + self.nframes * FRAME_TIME_S
         self.ontime = self.t1 - self.t0
         self.livetime = self.ontime * DTCOR
@@ -213,7 +214,21 @@ class _Frame:
         return np.hypot(x - SKY_REF_PIX, y - SKY_REF_PIX) * PIXEL_ARCSEC / 60.0
 
     def on_chip_fraction(self, x: float, y: float, sigma_arcsec: float, *, n: int = 20000) -> float:
-        """Deterministic estimate of the share of a point source's photons that land on a chip."""
+        """Deterministic estimate of the share of a point source's photons that land on a chip.
+
+        1 or 0 without sampling when the dither circle plus 5σ of the PSF wing
+        lies inside one chip or away from every chip.
+        """
+        reach = DITHER_AMPLITUDE_ARCSEC * math.sqrt(2) / PIXEL_ARCSEC + 5 * PSF_WING_SCALE * sigma_arcsec / PIXEL_ARCSEC
+        ux, uy = sky_to_det(np.array([x]), np.array([y]), self.roll)
+        ox, oy = self.layout.origin_arrays()
+        lx, ly = ux[0] - ox, uy[0] - oy
+        inside = (lx >= reach) & (lx < CHIP_PIX - reach) & (ly >= reach) & (ly < CHIP_PIX - reach)
+        if inside.any():
+            return 1.0
+        near = (lx >= -reach) & (lx < CHIP_PIX + reach) & (ly >= -reach) & (ly < CHIP_PIX + reach)
+        if not near.any():
+            return 0.0
         rng = np.random.default_rng(987654321)
         t = rng.uniform(self.t0, self.t1, n)
         dx, dy = self.dither(t)
