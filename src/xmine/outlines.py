@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -158,7 +158,7 @@ def _check_binmap(binmap: Any, *, name: str = "binmap") -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             j, i = np.argwhere(bad)[0]
-            msg = (f"{name}: bin labels must be integers, found {arr[j, i]!r} at pixel "
+            msg = (f"{name}: bin labels must be integers, found {arr[j, i].item()!r} at pixel "
                    f"x={i + 1}, y={j + 1}; pass the integer bin map written by the binning step")
             raise InputError(msg)
         out = arr.astype(np.int64)
@@ -606,9 +606,17 @@ def _sexagesimal(lon: np.ndarray, lat: np.ndarray) -> tuple[list[str], list[str]
     return ras, decs
 
 
-def _ring_text(ring: np.ndarray, *, to: Callable[[np.ndarray, np.ndarray], _XY], coords: str,
-               style: str) -> str:
-    a, b = to(ring[:, 0], ring[:, 1])
+def _convert_rings(rings: Sequence[np.ndarray], to: Callable[[np.ndarray, np.ndarray], _XY]) -> list[_XY]:
+    """Convert many rings with one call (sky frame transforms cost per call, not per vertex)."""
+    if not rings:
+        return []
+    allv = np.concatenate(rings)
+    a, b = to(allv[:, 0], allv[:, 1])
+    cuts = np.cumsum([len(r) for r in rings])[:-1]
+    return list(zip(np.split(a, cuts), np.split(b, cuts), strict=True))
+
+
+def _ring_text(a: np.ndarray, b: np.ndarray, *, coords: str, style: str) -> str:
     if coords.endswith("_hms"):
         sa, sb = _sexagesimal(a, b)
     else:
@@ -623,22 +631,22 @@ _DS9_FRAME = {"image": "image", "physical": "physical", "fk5": "fk5", "fk5_hms":
               "icrs": "icrs", "icrs_hms": "icrs"}
 
 
-def _region_lines(outline: BinOutline, *, to: Callable[[np.ndarray, np.ndarray], _XY], coords: str,
-                  style: str) -> list[str]:
+def _region_lines(outline: BinOutline, converted: Iterator[_XY], *, coords: str, style: str) -> list[str]:
     lines: list[str] = []
     tag = f"tag={{bin {outline.bin_id}}}"
     if style == "ciao":
         lines.append(f"# bin {outline.bin_id}: {outline.npix} pixels, {len(outline.pieces)} piece(s)")
-    for k, piece in enumerate(outline.pieces):
-        text = _ring_text(piece.outer, to=to, coords=coords, style=style)
+    first = True
+    for _, is_hole in outline.rings:
+        text = _ring_text(*next(converted), coords=coords, style=style)
         if style == "ciao":
-            lines.append(f"polygon({text})")
+            lines.append(f"-polygon({text})" if is_hole else f"polygon({text})")
+        elif is_hole:
+            lines.append(f"-polygon({text}) # {tag}")
         else:
-            label = f" text={{{outline.bin_id}}}" if k == 0 else ""
+            label = f" text={{{outline.bin_id}}}" if first else ""
             lines.append(f"polygon({text}) #{label} {tag}")
-        for hole in piece.holes:
-            text = _ring_text(hole, to=to, coords=coords, style=style)
-            lines.append(f"-polygon({text})" if style == "ciao" else f"-polygon({text}) # {tag}")
+            first = False
     return lines
 
 
@@ -646,7 +654,8 @@ def _file_text(outlines: Iterable[BinOutline], *, coords: str, header: Any, styl
                source: str | None) -> str:
     from xmine import __version__
 
-    what = f" of {source}" if source else ""
+    # no ';' in comments: DS9 and regions split lines at ';' before looking for '#'
+    what = f" of {source.replace(';', '_')}" if source else ""
     if style == "ciao":
         if coords == "physical":
             system = "physical (sky x, y) coordinates"
@@ -655,17 +664,19 @@ def _file_text(outlines: Iterable[BinOutline], *, coords: str, header: Any, styl
             system = f"RA/Dec in the image's own frame ({_wcs_frame_name(_celestial_wcs(header))})"
         to = _transform(coords, header, native_sky=True)
         head = ["# Region file format: CIAO version 1.0",
-                f"# xmine {__version__}: exact bin outlines{what}; {system}; holes follow as -polygon"]
+                f"# xmine {__version__}: exact bin outlines{what}, {system}, holes follow as -polygon"]
     else:
         to = _transform(coords, header)
         head = ["# Region file format: DS9 version 4.1",
-                f"# xmine {__version__}: exact bin outlines{what}; holes are exclusion polygons",
+                f"# xmine {__version__}: exact bin outlines{what}, holes are exclusion polygons",
                 "global color=green width=1 font=\"helvetica 10 normal roman\" select=1 highlite=1 "
                 "edit=1 move=1 delete=1 include=1 source=1",
                 _DS9_FRAME[coords]]
+    outlines = list(outlines)
+    converted = iter(_convert_rings([r for o in outlines for r, _ in o.rings], to))
     body: list[str] = []
     for o in outlines:
-        body.extend(_region_lines(o, to=to, coords=coords, style=style))
+        body.extend(_region_lines(o, converted, coords=coords, style=style))
     return "\n".join(head + body) + "\n"
 
 
@@ -704,11 +715,13 @@ def outlines_to_regions(outlines: Mapping[int, BinOutline] | Iterable[BinOutline
     items = outlines.values() if isinstance(outlines, Mapping) else outlines
     frame = None if coords in ("image", "physical") else _astropy_frame(_sky_frame(coords))
     to = _transform(coords, header)
+    items = list(items)
+    converted = iter(_convert_rings([r for o in items for r, _ in o.rings], to))
     out = []
     for o in items:
         first = True
-        for ring, is_hole in o.rings:
-            a, b = to(ring[:, 0], ring[:, 1])
+        for _, is_hole in o.rings:
+            a, b = next(converted)
             meta: dict[str, Any] = {"include": not is_hole, "tag": [f"bin {o.bin_id}"]}
             if first:
                 meta["text"] = str(o.bin_id)
@@ -742,12 +755,12 @@ def outline_wkt(outline: BinOutline, *, header: Any = None,
     -------
     str
     """
-    to = _transform(coords, header)
+    converted = iter(_convert_rings([r for r, _ in outline.rings], _transform(coords, header)))
     polys = []
     for piece in outline.pieces:
         rings = []
-        for ring in (piece.outer, *piece.holes):
-            a, b = to(ring[:, 0], ring[:, 1])
+        for _ in range(1 + len(piece.holes)):
+            a, b = next(converted)
             a, b = np.append(a, a[0]), np.append(b, b[0])
             rings.append("(" + ", ".join(f"{p} {q}" for p, q in zip(_fmt(a), _fmt(b), strict=True)) + ")")
         polys.append("(" + ", ".join(rings) + ")")
