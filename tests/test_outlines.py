@@ -21,6 +21,7 @@ from xmine.outlines import (
     outlines_to_regions,
     read_binmap,
     rotbox_stack,
+    split_holes,
     write_make_region_files,
     write_outline_regions,
 )
@@ -199,6 +200,34 @@ def test_speed_1024_with_500_bins():
     assert len(out) == 500
     assert sum(o.npix for o in out.values()) == 1024 * 1024
     assert dt < 1.0, f"bin_outlines took {dt:.2f} s on 1024² with 500 bins"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_split_holes_gives_simple_polygons_covering_the_bin(seed):
+    lab = voronoi_map(30, 33, 6, seed, noise=0.08)
+    n_holes = 0
+    for b, o in bin_outlines(lab).items():
+        n_holes += sum(len(p.holes) for p in o.pieces)
+        split = split_holes(o)
+        assert split.npix == o.npix
+        assert all(not p.holes for p in split.pieces)
+        cover = even_odd([p.outer for p in split.pieces], *lab.shape)
+        np.testing.assert_array_equal(cover, (lab == b).astype(int))
+        for p in split.pieces:
+            _assert_simple_axis_ring(p.outer)
+    assert n_holes > 0
+
+
+def test_split_holes_island_in_hole(tmp_path):
+    lab = np.full((9, 9), -1)
+    lab[1:8, 1:8] = 0
+    lab[3:6, 3:6] = 1
+    lab[4, 4] = 0
+    files = write_outline_regions(lab, out_dir=tmp_path, coords=["image"], holes="split", per_bin=False)
+    polys = parse_polygons(files[0].read_text())
+    assert not any(excl for excl, _ in polys)
+    with pytest.raises(InputError, match="hole style"):
+        write_outline_regions(lab, out_dir=tmp_path, coords=["image"], holes="keep")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ __all__ = [
     "outlines_to_regions",
     "read_binmap",
     "rotbox_stack",
+    "split_holes",
     "write_make_region_files",
     "write_outline_regions",
 ]
@@ -444,6 +445,66 @@ def bin_outlines(binmap: np.ndarray) -> dict[int, BinOutline]:
     return out
 
 
+def split_holes(outline: BinOutline) -> BinOutline:
+    """Return the same bin as hole-free pieces, cut along pixel column edges.
+
+    Each piece with holes is cut by the vertical pixel edge at the left side
+    of one of its holes, which opens that hole (and any hole the cut line
+    crosses) to the outside; the parts are cut again until no holes remain.
+    The result covers exactly the same pixels with simple polygons only, so
+    every reader agrees on it, whatever it does with exclusion shapes, at the
+    cost of more polygons (their shared edges show as lines in DS9).
+
+    Parameters
+    ----------
+    outline : BinOutline
+        One bin from :func:`bin_outlines`.
+
+    Returns
+    -------
+    BinOutline
+        Same ``bin_id`` and ``npix``; no piece has holes.
+    """
+    pieces: list[OutlinePiece] = []
+    for piece in outline.pieces:
+        todo = [piece]
+        while todo:
+            p = todo.pop()
+            if not p.holes:
+                pieces.append(p)
+                continue
+            x0, y0 = p.outer.min(axis=0)
+            mask = _piece_mask(p)
+            cut = round(float(p.holes[0][:, 0].min() - x0))
+            lab = np.where(mask, 0, -1)
+            lab[:, cut:][mask[:, cut:]] = 1
+            shift = np.array([x0 - 0.5, y0 - 0.5])
+            parts = [OutlinePiece(q.outer + shift, tuple(h + shift for h in q.holes))
+                     for o in bin_outlines(lab).values() for q in o.pieces]
+            todo.extend(reversed(parts))
+    pieces.sort(key=lambda q: (q.outer[:, 1].min(), q.outer[q.outer[:, 1] == q.outer[:, 1].min(), 0].min()))
+    return BinOutline(outline.bin_id, outline.npix, tuple(pieces))
+
+
+def _piece_mask(piece: OutlinePiece) -> np.ndarray:
+    """Pixels of a piece in its bounding box (rows y, columns x), by winding numbers."""
+    x0, y0 = piece.outer.min(axis=0)
+    x1, y1 = piece.outer.max(axis=0)
+    w, h = round(x1 - x0), round(y1 - y0)
+    d = np.zeros((h, w + 1), np.int64)
+    for ring in (piece.outer, *piece.holes):
+        xs = np.rint(ring[:, 0] - x0).astype(np.int64)
+        ys = np.rint(ring[:, 1] - y0).astype(np.int64)
+        xn, yn = np.roll(xs, -1), np.roll(ys, -1)
+        vert = xs == xn
+        for xa, ya, yb in zip(xs[vert].tolist(), ys[vert].tolist(), yn[vert].tolist(), strict=True):
+            if yb < ya:  # going down: the inside is to the right
+                d[yb:ya, xa] += 1
+            else:
+                d[ya:yb, xa] -= 1
+    return np.cumsum(d, axis=1)[:, :w] > 0
+
+
 # ---------------------------------------------------------------------------
 # coordinates
 
@@ -779,8 +840,8 @@ def _resolve(binmap: Any, header: Any) -> tuple[np.ndarray, Any, str | None]:
 def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_dir: str | os.PathLike[str],
                           header: Any = None, coords: Sequence[Coords] = ("physical", "fk5"),
                           style: Style = "ds9", per_bin: bool = True, combined: bool = True,
-                          prefix: str = "xaf", outlines: Mapping[int, BinOutline] | None = None,
-                          ) -> list[Path]:
+                          prefix: str = "xaf", holes: Literal["exclude", "split"] = "exclude",
+                          outlines: Mapping[int, BinOutline] | None = None) -> list[Path]:
     """Write the bins' exact outlines as region files.
 
     Layout, for each coordinate system ``c`` in ``coords``:
@@ -815,6 +876,10 @@ def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_di
         Which files to write.
     prefix : str
         File name prefix of the per-bin files (contbin uses ``xaf``).
+    holes : {'exclude', 'split'}
+        ``exclude`` writes each hole as ``-polygon`` after its piece;
+        ``split`` cuts pieces with holes into hole-free polygons
+        (:func:`split_holes`), for tools that apply exclusions differently.
     outlines : dict of int to BinOutline, optional
         Already traced outlines of ``binmap`` (saves tracing twice).
 
@@ -843,8 +908,13 @@ def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_di
             raise InputError(msg)
         # fail before writing anything when the header cannot serve a system
         _transform(c, hdr)
+    if holes not in ("exclude", "split"):
+        msg = f"holes: unknown hole style {holes!r}; use 'exclude' or 'split'"
+        raise InputError(msg)
     if outlines is None:
         outlines = bin_outlines(arr)
+    if holes == "split":
+        outlines = {n: split_holes(o) for n, o in outlines.items()}
     base = Path(out_dir)
     written: list[Path] = []
     for c in coords:
