@@ -228,18 +228,18 @@ def _validate_table(table: Table, kind: str, label: str) -> Table:
                 elif spec.kind == "b":
                     b = _to_bool(v)
                     if b is None:
-                        msg = f"{where}: column {col} = {v!r} is not a boolean; use true or false"
+                        msg = f"{where}: column {col} = {_show(v)} is not a boolean; use true or false"
                         raise InputError(msg)
                     conv.append(b)
                 else:
                     try:
                         f = float(v)
                     except (TypeError, ValueError):
-                        msg = f"{where}: column {col} = {v!r} is not a number"
+                        msg = f"{where}: column {col} = {_show(v)} is not a number"
                         raise InputError(msg) from None
                     if spec.kind == "i":
                         if not f.is_integer():
-                            msg = f"{where}: column {col} = {v!r} is not an integer"
+                            msg = f"{where}: column {col} = {_show(v)} is not an integer"
                             raise InputError(msg)
                         conv.append(int(f))
                     else:
@@ -264,12 +264,18 @@ def _validate_table(table: Table, kind: str, label: str) -> Table:
     return out
 
 
+def _show(v: Any) -> str:
+    """Show a value as the user wrote it: 95.0, 'HRC-I' (no numpy reprs)."""
+    v = v.item() if hasattr(v, "item") else v
+    return repr(float(v)) if isinstance(v, float) else repr(v)
+
+
 def _check_values(col: Any, name: str, spec: _Col, label: str, names: list[str] | None) -> None:
-    data = np.asarray(col)
+    data = np.asarray(col).tolist()
     for i, v in enumerate(data):
         where = _row_label(label, i, names)
         if spec.choices is not None and str(v) not in spec.choices:
-            msg = (f"{where}: column {name} = {str(v)!r} is not one of "
+            msg = (f"{where}: column {name} = {_show(v)} is not one of "
                    f"{', '.join(spec.choices)}")
             raise InputError(msg)
         if spec.kind in "fi" and (spec.lo is not None or spec.hi is not None):
@@ -280,7 +286,7 @@ def _check_values(col: Any, name: str, spec: _Col, label: str, names: list[str] 
                    or (spec.lo is not None and (f < spec.lo or (spec.lo_open and f == spec.lo)))
                    or (spec.hi is not None and (f > spec.hi or (spec.hi_open and f == spec.hi))))
             if bad:
-                msg = f"{where}: column {name} = {v!r} is outside {_fmt_range(spec)}"
+                msg = f"{where}: column {name} = {_show(v)} is outside {_fmt_range(spec)}"
                 if name.endswith(("rate_cps", "_s")) and f < 0:
                     msg += "; it must not be negative"
                 raise InputError(msg)
@@ -295,7 +301,7 @@ def _check_rows(t: Table, kind: str, label: str, names: list[str] | None) -> Non
     for i, v in enumerate(t[key]):
         k = v.item() if hasattr(v, "item") else v
         if k in seen:
-            msg = (f"{_row_label(label, i, names)}: column {key} = {k!r} repeats row {seen[k] + 1}; "
+            msg = (f"{_row_label(label, i, names)}: column {key} = {_show(k)} repeats row {seen[k] + 1}; "
                    "names must be unique")
             raise InputError(msg)
         seen[k] = i
@@ -371,7 +377,10 @@ def _read_table(path: Path) -> Table:
         msg = f"{path}: unknown table format {path.suffix!r}; use .ecsv, .csv, .fits or .parquet"
         raise InputError(msg)
     try:
-        t = Table.read(path, format="fits", hdu=1) if fmt == "fits" else Table.read(path, format=fmt)
+        if fmt == "parquet":
+            t = _read_parquet(path)
+        else:
+            t = Table.read(path, format="fits", hdu=1) if fmt == "fits" else Table.read(path, format=fmt)
     except (OSError, ValueError) as exc:
         msg = f"{path}: cannot read the table ({str(exc).splitlines()[0]}); check the file"
         raise InputError(msg) from exc
@@ -379,6 +388,38 @@ def _read_table(path: Path) -> Table:
         if t[col].dtype.kind == "S":
             t[col] = np.char.decode(np.asarray(t[col]), "utf-8")
     return t
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        at = pq.read_table(path)
+    except pa.ArrowException as exc:
+        raise ValueError(str(exc)) from exc
+    t = Table()
+    for name in at.column_names:
+        col = at.column(name)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            t[name] = np.array(col.to_pylist(), dtype=str) if len(col) else np.array([], dtype="U1")
+        else:
+            t[name] = col.to_numpy(zero_copy_only=False)
+    return t
+
+
+def _write_parquet(table: Table, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays, fields = [], []
+    for name in table.colnames:
+        data = np.asarray(table[name])
+        arr = pa.array(data.tolist(), type=pa.string()) if data.dtype.kind in "US" else pa.array(data)
+        unit = table[name].unit
+        fields.append(pa.field(name, arr.type, metadata={"unit": str(unit)} if unit is not None else None))
+        arrays.append(arr)
+    pq.write_table(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), path)
 
 
 def _kind_of(path: Path, table: Table) -> str:
@@ -489,7 +530,10 @@ def write_truth(truth: Truth, folder: str | os.PathLike[str], *, fmt: str = "ecs
     for name, table in truth.tables().items():
         target = Path(folder) / f"{name}{ext}"
         with atomic_write(target) as tmp:
-            table.write(tmp, format=astro_fmt)
+            if fmt == "parquet":
+                _write_parquet(table, tmp)
+            else:
+                table.write(tmp, format=astro_fmt)
         out[name] = target
     return out
 
