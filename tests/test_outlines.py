@@ -226,6 +226,10 @@ def test_split_holes_island_in_hole(tmp_path):
     files = write_outline_regions(lab, out_dir=tmp_path, coords=["image"], holes="split", per_bin=False)
     polys = parse_polygons(files[0].read_text())
     assert not any(excl for excl, _ in polys)
+    # without asking, only the bin whose piece sits in its own hole is cut
+    files = write_outline_regions(lab, out_dir=tmp_path / "x", coords=["image"], combined=False)
+    assert [e for e, _ in parse_polygons(files[0].read_text())] == [False, False, False]
+    assert [e for e, _ in parse_polygons(files[1].read_text())] == [False, True]
     with pytest.raises(InputError, match="hole style"):
         write_outline_regions(lab, out_dir=tmp_path, coords=["image"], holes="keep")  # type: ignore[arg-type]
 
@@ -382,6 +386,26 @@ def test_regions_masks_give_the_bins(tmp_path):
         got[b] += (1 if reg.meta["include"] else -1) * mask.astype(int)
     for b in out:
         np.testing.assert_array_equal(got[b], (lab == b).astype(int))
+
+
+def test_per_bin_files_read_the_same_globally_and_in_order(tmp_path):
+    """Each per-bin file gives its bin whether exclusions apply to all shapes (DS9, funtools) or in order (CIAO)."""
+    from regions import Regions
+
+    lab = voronoi_map(24, 26, 4, 8, noise=0.15)
+    ny, nx = lab.shape
+    files = write_outline_regions(lab, out_dir=tmp_path, coords=["image"], combined=False)
+    for f in files:
+        b = int(f.stem.split("_")[1])
+        regs = Regions.read(f, format="ds9")
+        masks = [(r.meta["include"], r.to_mask(mode="center").to_image((ny, nx)).astype(bool)) for r in regs]
+        inc = np.any([m for i, m in masks if i], axis=0)
+        exc = np.any([m for i, m in masks if not i] or [np.zeros((ny, nx), bool)], axis=0)
+        np.testing.assert_array_equal(inc & ~exc, lab == b)
+        ordered = np.zeros((ny, nx), bool)
+        for i, m in masks:
+            ordered = (ordered | m) if i else (ordered & ~m)
+        np.testing.assert_array_equal(ordered, lab == b)
 
 
 def test_physical_and_ciao_files(tmp_path):

@@ -28,11 +28,15 @@ its outer polygon followed at once by each hole as an *exclusion* polygon,
 ``-polygon(...)``. CIAO combines the shapes of a file in order (the lines
 join as ``outer1-hole1-hole2+outer2-…``, and ``-`` binds tighter than
 ``+``), so each hole cuts only its own piece. DS9 draws exclusions with a
-red bar and, like funtools and ``regions`` masks, subtracts them from the
-included shapes. The two readings differ only when one piece of a bin lies
-inside a hole of another piece of the same bin; this is rare in contour
-binning; CIAO's ordered reading is the exact one, and :func:`bin_outlines`
-lists the enclosing piece first.
+red bar and, like funtools, subtracts them from all included shapes;
+``regions`` reads them as ``meta['include'] = False``. The two readings
+differ only when a piece of a bin lies inside a hole of another piece of the
+same bin (rare in contour binning); the writers cut such a bin into
+hole-free polygons (:func:`split_holes`), so every reader gets the same
+pixels. ``holes="split"`` does that for every bin with holes. The file with
+all bins is for display and overviews: a reader that applies exclusions to
+every shape of a file would cut the bins lying in another bin's hole; give
+CIAO the per-bin files.
 
 ``style="make_region_files"`` writes what contbin's ``make_region_files``
 writes (``xaf_<n>.reg``: a CIAO header and a stack of ``rotbox`` shapes at six
@@ -486,6 +490,30 @@ def split_holes(outline: BinOutline) -> BinOutline:
     return BinOutline(outline.bin_id, outline.npix, tuple(pieces))
 
 
+def _nested(outline: BinOutline) -> bool:
+    """Tell whether a piece of the bin lies inside a hole of another of its pieces."""
+    holes = [h for p in outline.pieces for h in p.holes]
+    if not holes or len(outline.pieces) < 2:
+        return False
+    for piece in outline.pieces:
+        # centre of the pixel left of the outer ring's first edge lies in the piece
+        (xa, ya), (xb, yb) = piece.outer[0], piece.outer[1]
+        dx, dy = np.sign(xb - xa), np.sign(yb - ya)
+        px, py = (xa + xb) / 2 - 0.5 * dy, (ya + yb) / 2 + 0.5 * dx
+        if any(_point_in_ring(h, px, py) for h in holes):
+            return True
+    return False
+
+
+def _point_in_ring(ring: np.ndarray, px: float, py: float) -> bool:
+    x, y = ring[:, 0], ring[:, 1]
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    crosses = (y > py) != (yn > py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xcross = x + (py - y) * (xn - x) / (yn - y)
+    return bool(np.count_nonzero(crosses & (px < xcross)) % 2)
+
+
 def _piece_mask(piece: OutlinePiece) -> np.ndarray:
     """Pixels of a piece in its bounding box (rows y, columns x), by winding numbers."""
     x0, y0 = piece.outer.min(axis=0)
@@ -877,9 +905,10 @@ def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_di
     prefix : str
         File name prefix of the per-bin files (contbin uses ``xaf``).
     holes : {'exclude', 'split'}
-        ``exclude`` writes each hole as ``-polygon`` after its piece;
-        ``split`` cuts pieces with holes into hole-free polygons
-        (:func:`split_holes`), for tools that apply exclusions differently.
+        ``exclude`` writes each hole as ``-polygon`` after its piece, except
+        in a bin where one piece lies inside another's hole, which is split
+        as below; ``split`` cuts every piece with holes into hole-free
+        polygons (:func:`split_holes`).
     outlines : dict of int to BinOutline, optional
         Already traced outlines of ``binmap`` (saves tracing twice).
 
@@ -913,8 +942,9 @@ def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_di
         raise InputError(msg)
     if outlines is None:
         outlines = bin_outlines(arr)
-    if holes == "split":
-        outlines = {n: split_holes(o) for n, o in outlines.items()}
+    # a piece inside a hole of its own bin reads differently in CIAO (ordered) and DS9/funtools
+    # (exclusions apply to every piece): cut such bins into hole-free polygons in either mode
+    outlines = {n: split_holes(o) if holes == "split" or _nested(o) else o for n, o in outlines.items()}
     base = Path(out_dir)
     written: list[Path] = []
     for c in coords:
