@@ -309,7 +309,7 @@ def test_real_chandra_header(shared_data, tmp_path):
     # the pixel the data README quotes: image (136, 116) → physical (4069.5, 4250.5)
     px, py = image_to_coords(np.array([136.0]), np.array([116.0]), coords="physical", header=h)
     assert (px[0], py[0]) == (4069.5, 4250.5)
-    lab = voronoi_map(h["NAXIS2"], h["NAXIS1"], 30, 3)
+    lab = voronoi_map(h["NAXIS2"], h["NAXIS1"], 30, 3, noise=0.002)
     out = bin_outlines(lab)
     with pytest.warns(FITSFixedWarning):
         wcs = WCS(h)

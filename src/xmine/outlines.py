@@ -495,14 +495,15 @@ def _nested(outline: BinOutline) -> bool:
     holes = [h for p in outline.pieces for h in p.holes]
     if not holes or len(outline.pieces) < 2:
         return False
-    for piece in outline.pieces:
-        # centre of the pixel left of the outer ring's first edge lies in the piece
-        (xa, ya), (xb, yb) = piece.outer[0], piece.outer[1]
-        dx, dy = np.sign(xb - xa), np.sign(yb - ya)
-        px, py = (xa + xb) / 2 - 0.5 * dy, (ya + yb) / 2 + 0.5 * dx
-        if any(_point_in_ring(h, px, py) for h in holes):
-            return True
-    return False
+    # a pixel centre of each piece: left of its outer ring's first edge
+    first = np.array([p.outer[0] for p in outline.pieces])
+    second = np.array([p.outer[1] for p in outline.pieces])
+    d = np.sign(second - first)
+    pts = (first + second) / 2 + 0.5 * np.c_[-d[:, 1], d[:, 0]]
+    lo = np.array([h.min(axis=0) for h in holes])
+    hi = np.array([h.max(axis=0) for h in holes])
+    cand = np.all((pts[:, None, :] > lo[None]) & (pts[:, None, :] < hi[None]), axis=2)
+    return any(_point_in_ring(holes[k], *pts[i]) for i, k in zip(*np.nonzero(cand), strict=True))
 
 
 def _point_in_ring(ring: np.ndarray, px: float, py: float) -> bool:
