@@ -151,6 +151,9 @@ def test_event_columns_dtypes_and_wcs_keywords_match_real_evt2(shared_data: Path
             start = Time(h["MJDREF"], h["TSTART"] / 86400.0, format="mjd", scale="tt")
             assert abs((start - Time(h["DATE-OBS"], scale="tt")).sec) < 1.0
         d = s.data
+        for name in d.columns.names:  # the raw writer stores exactly the simulated values
+            assert np.array_equal(d[name], small_obs["sim"].columns[name]), name
+        assert d["status"].any()
         assert d["ccd_id"].min() >= 0
         assert set(np.unique(d["ccd_id"])) <= {0, 1, 2, 3}
         assert d["chipx"].min() >= 1

@@ -442,6 +442,14 @@ def _cluster_efficiency(shape: Any, fr: _Frame, cx: float, cy: float, vignetted:
     return float(np.sum(w * on) / n), float(np.mean(on))
 
 
+def _draw(values: NDArray[np.int64], p: NDArray[np.float64], n: int, rng: np.random.Generator
+          ) -> NDArray[np.int16]:
+    """Draw from a discrete distribution (``rng.choice`` with ``p`` is 20× slower for 10⁶ draws)."""
+    cdf = np.cumsum(p)
+    idx = np.minimum(np.searchsorted(cdf / cdf[-1], rng.random(n), side="right"), len(values) - 1)
+    return values[idx].astype(np.int16)
+
+
 def _assemble(batches: list[_Batch], fr: _Frame, rng: np.random.Generator, *, bad_events: bool
               ) -> tuple[dict[str, np.ndarray], NDArray[np.int32]]:
     xs, ys, dxs, dys, ts, es, ids, ccds, cxs, cys, parts = [], [], [], [], [], [], [], [], [], [], []
@@ -470,7 +478,9 @@ def _assemble(batches: list[_Batch], fr: _Frame, rng: np.random.Generator, *, ba
     cat = np.concatenate
     t = cat(ts) if ts else np.empty(0)
     ccd = cat(ccds).astype(np.int16) if ccds else np.empty(0, np.int16)
-    order = np.lexsort((ccd, t))
+    # times are frame times, so (frame, ccd) is the (time, ccd) order; one integer sort is 4× a lexsort
+    frame_key = np.rint((t - fr.t0) / FRAME_TIME_S - 0.5).astype(np.int64) * 16 + ccd
+    order = np.argsort(frame_key, kind="stable")
     t = t[order]
     ccd = ccd[order]
     x = cat(xs)[order] if xs else np.empty(0)
@@ -489,12 +499,12 @@ def _assemble(batches: list[_Batch], fr: _Frame, rng: np.random.Generator, *, ba
     gain = np.array([_GAIN_EV_PER_ADU[c] for c in range(10)])
     pha = np.maximum(1, np.rint(e_ev / gain[ccd] * (1 + 0.002 * rng.standard_normal(n)))).astype(np.int32)
     pi = np.clip(np.floor(e_ev / 14.6).astype(np.int32) + 1, 1, 1024)
-    grade = rng.choice(_GOOD_GRADES, size=n, p=_GOOD_P).astype(np.int16)
+    grade = _draw(_GOOD_GRADES, _GOOD_P, n, rng)
     status = np.zeros((n, 32), dtype=bool)
     if bad_events and n:
         frac = np.where(particle, BAD_GRADE_FRACTION_PARTICLE, BAD_GRADE_FRACTION)
         bad = rng.random(n) < frac
-        grade[bad] = rng.choice(_BAD_GRADES, size=int(bad.sum()), p=_BAD_P)
+        grade[bad] = _draw(_BAD_GRADES, _BAD_P, int(bad.sum()), rng)
         st = np.nonzero(rng.random(n) < BAD_STATUS_FRACTION)[0]
         status[st, rng.choice(np.array([4, 16, 19, 20]), size=st.size)] = True
     fltgrade = np.zeros(n, dtype=np.int16)
