@@ -613,7 +613,7 @@ def test_bad_truth_names_row_and_column(tmp_path: Path) -> None:
 def test_truth_round_trips_through_every_format(tmp_path: Path, fmt: str) -> None:
     truth = demo_truth()
     files = write_truth(truth, tmp_path, fmt=fmt)
-    assert set(files) == {"clusters", "point_sources", "observations"}
+    assert [f.name for f in files] == [f"{n}.{fmt}" for n in ("clusters", "point_sources", "observations")]
     back = load_truth(tmp_path)
     for name, table in truth.tables().items():
         other = back.tables()[name]
@@ -666,9 +666,11 @@ def test_simulate_sky_writes_archive_layout(tmp_path: Path) -> None:
         assert emap["BUNIT"] == "s"
         assert emap["CTYPE1"] == "RA---TAN"
         assert "LTM1_1" in emap
-    rows = products.summary()
-    assert [r["obsid"] for r in rows if r["kind"] == "events"] == list(truth.observations["obsid"])
-    assert any(r["kind"] == "catalog" and r["name"] == "csc21/master_source" and r["rows"] > 0 for r in rows)
+    columns, rows = products.summary()
+    assert columns[:2] == ["product", "obsid"]
+    assert all(len(r) == len(columns) for r in rows)
+    assert [r[1] for r in rows if r[0] == "events"] == list(truth.observations["obsid"])
+    assert any(r[0] == "catalog" and r[2] == "csc21/master_source" and r[5] > 0 for r in rows)
     assert load_truth(tmp_path / "truth").observations["exposure_s"][0] == 1500.0
     clusters = demo_truth().clusters
     assert len(clusters) >= 3

@@ -54,34 +54,40 @@ class SimulationProducts:
         One per obsid, in truth order.
     catalog_files : dict of str to Path
         ``"csc21/master_source.fits"`` … → file.
-    truth_files : dict of str to Path
-        ``clusters``, ``point_sources``, ``observations`` → file.
+    truth_files : list of Path
+        The truth tables (``clusters``, ``point_sources``, ``observations``).
     """
 
     out_dir: Path
     seed: int
     observations: list[ObservationProducts] = field(default_factory=list)
     catalog_files: dict[str, Path] = field(default_factory=dict)
-    truth_files: dict[str, Path] = field(default_factory=dict)
+    truth_files: list[Path] = field(default_factory=list)
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Return one printable row per observation plus one per catalogue table.
+    def summary(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Return column names and printable rows: one per observation, then one per catalogue table.
 
-        Observation rows: ``kind='events', obsid, cluster, instrument, exposure_s,
-        n_events, flare, path``; catalogue rows: ``kind='catalog', name, rows, path``.
+        Returns
+        -------
+        columns : list of str
+            ``product, obsid, name, instrument, exposure_s, rows, flare, path``.
+        rows : list of tuple
+            Observations: ``("events", obsid, cluster, instrument, exposure_s,
+            n_events, flare, event file)``; catalogues: ``("catalog", "", table
+            name, "", "", number of rows, "", FITS file)``.
         """
-        from astropy.table import Table
+        from astropy.io import fits
 
-        rows: list[dict[str, Any]] = []
+        columns = ["product", "obsid", "name", "instrument", "exposure_s", "rows", "flare", "path"]
+        rows: list[tuple[Any, ...]] = []
         for o in self.observations:
-            rows.append({"kind": "events", "obsid": o.obsid, "cluster": o.cluster, "instrument": o.instrument,
-                         "exposure_s": round(o.exposure_s, 1), "n_events": o.n_events, "flare": o.flare,
-                         "path": str(o.event_file)})
+            rows.append(("events", o.obsid, o.cluster, o.instrument, round(o.exposure_s, 1), o.n_events,
+                         "yes" if o.flare else "", str(o.event_file)))
         for name, path in self.catalog_files.items():
             if name.endswith(".fits"):
-                rows.append({"kind": "catalog", "name": name[:-5], "rows": len(Table.read(path)),
-                             "path": str(path)})
-        return rows
+                nrows = int(fits.getheader(path, 1)["NAXIS2"])
+                rows.append(("catalog", "", name[:-5], "", "", nrows, "", str(path)))
+        return columns, rows
 
 
 def simulate_sky(truth: Truth, out_dir: str | os.PathLike[str], *, seed: int = 0, gzip: bool = False,

@@ -503,7 +503,7 @@ def load_truth(path_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLik
                           found["observations"][1], labels=labels)
 
 
-def write_truth(truth: Truth, folder: str | os.PathLike[str], *, fmt: str = "ecsv") -> dict[str, Path]:
+def write_truth(truth: Truth, folder: str | os.PathLike[str], *, fmt: str = "ecsv") -> list[Path]:
     """Write the truth tables as editable files that :func:`load_truth` reads back.
 
     Parameters
@@ -517,8 +517,8 @@ def write_truth(truth: Truth, folder: str | os.PathLike[str], *, fmt: str = "ecs
 
     Returns
     -------
-    dict of str to Path
-        ``clusters``, ``point_sources``, ``observations`` → file.
+    list of Path
+        ``<folder>/clusters.<ext>``, ``point_sources.<ext>``, ``observations.<ext>``.
     """
     fmts = {"ecsv": ("ascii.ecsv", ".ecsv"), "csv": ("ascii.csv", ".csv"), "fits": ("fits", ".fits"),
             "parquet": ("parquet", ".parquet")}
@@ -526,7 +526,7 @@ def write_truth(truth: Truth, folder: str | os.PathLike[str], *, fmt: str = "ecs
         msg = f"fmt = {fmt!r} is not one of {', '.join(fmts)}"
         raise InputError(msg)
     astro_fmt, ext = fmts[fmt]
-    out: dict[str, Path] = {}
+    out: list[Path] = []
     for name, table in truth.tables().items():
         target = Path(folder) / f"{name}{ext}"
         with atomic_write(target) as tmp:
@@ -534,7 +534,7 @@ def write_truth(truth: Truth, folder: str | os.PathLike[str], *, fmt: str = "ecs
                 _write_parquet(table, tmp)
             else:
                 table.write(tmp, format=astro_fmt)
-        out[name] = target
+        out.append(target)
     return out
 
 
