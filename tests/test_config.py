@@ -1,5 +1,6 @@
-import pytest
 import tomllib
+
+import pytest
 
 from xmine.config import XmineConfig, default_config_text, load_config, write_default_config
 from xmine.errors import InputError
