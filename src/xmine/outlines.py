@@ -740,8 +740,9 @@ def _region_lines(outline: BinOutline, converted: Iterator[_XY], *, coords: str,
     return lines
 
 
-def _file_text(outlines: Iterable[BinOutline], *, coords: str, header: Any, style: str,
-               source: str | None) -> str:
+def _file_parts(outlines: Sequence[BinOutline], *, coords: str, header: Any, style: str,
+                source: str | None) -> tuple[list[str], list[list[str]]]:
+    """Header lines, and the shape lines of each outline (one transform for all)."""
     from xmine import __version__
 
     # no ';' in comments: DS9 and regions split lines at ';' before looking for '#'
@@ -762,12 +763,8 @@ def _file_text(outlines: Iterable[BinOutline], *, coords: str, header: Any, styl
                 "global color=green width=1 font=\"helvetica 10 normal roman\" select=1 highlite=1 "
                 "edit=1 move=1 delete=1 include=1 source=1",
                 _DS9_FRAME[coords]]
-    outlines = list(outlines)
     converted = iter(_convert_rings([r for o in outlines for r, _ in o.rings], to))
-    body: list[str] = []
-    for o in outlines:
-        body.extend(_region_lines(o, converted, coords=coords, style=style))
-    return "\n".join(head + body) + "\n"
+    return head, [_region_lines(o, converted, coords=coords, style=style) for o in outlines]
 
 
 # ---------------------------------------------------------------------------
@@ -947,17 +944,16 @@ def write_outline_regions(binmap: np.ndarray | str | os.PathLike[str], *, out_di
     # (exclusions apply to every piece): cut such bins into hole-free polygons in either mode
     outlines = {n: split_holes(o) if holes == "split" or _nested(o) else o for n, o in outlines.items()}
     base = Path(out_dir)
+    items = list(outlines.values())
     written: list[Path] = []
     for c in coords:
+        head, bodies = _file_parts(items, coords=c, header=hdr, style=style, source=source)
         if per_bin:
-            for n, o in outlines.items():
-                path = base / c / f"{prefix}_{n}.reg"
-                written.append(_write_text(path, _file_text([o], coords=c, header=hdr, style=style,
-                                                            source=source)))
+            for o, body in zip(items, bodies, strict=True):
+                written.append(_write_text(base / c / f"{prefix}_{o.bin_id}.reg", "\n".join(head + body) + "\n"))
         if combined:
-            path = base / f"{prefix}_bins_{c}.reg"
-            written.append(_write_text(path, _file_text(outlines.values(), coords=c, header=hdr, style=style,
-                                                        source=source)))
+            text = "\n".join(head + [line for body in bodies for line in body]) + "\n"
+            written.append(_write_text(base / f"{prefix}_bins_{c}.reg", text))
     return written
 
 
