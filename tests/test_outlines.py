@@ -339,6 +339,18 @@ def test_real_xmm_header_physical(shared_data):
     np.testing.assert_allclose(px, h["CRVAL1L"] + h["CDELT1L"] * (i - h["CRPIX1L"]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", [G21, XMM])
+def test_physical_from_alternate_wcs_when_ltm_ltv_absent(shared_data, name):
+    h = fits.getheader(shared_data / name)
+    x, y = np.array([0.5, 136.0, 200.25]), np.array([0.5, 116.0, 17.0])
+    want = image_to_coords(x, y, coords="physical", header=h)
+    for k in ("LTM1_1", "LTM1_2", "LTM2_1", "LTM2_2", "LTV1", "LTV2"):
+        h.remove(k, ignore_missing=True)
+    got = image_to_coords(x, y, coords="physical", header=h)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
 # ---------------------------------------------------------------------------
 # region files
 

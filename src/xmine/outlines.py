@@ -539,18 +539,48 @@ def _piece_mask(piece: OutlinePiece) -> np.ndarray:
 
 
 def _physical_matrix(header: Any) -> tuple[np.ndarray, np.ndarray]:
+    """LTM and LTV of ``image = LTM · physical + LTV``.
+
+    From the IRAF/CIAO ``LTMi_j``/``LTVi`` keywords (absent ones take their
+    identity defaults), or else from an alternate linear WCS named PHYSICAL
+    (CIAO ``CTYPE1P``/``WCSTY1P``, XMM SAS ``CTYPE1L``/``WCSNAMEL``).
+    """
     keys = ("LTM1_1", "LTM1_2", "LTM2_1", "LTM2_2", "LTV1", "LTV2")
-    if header is None or not any(k in header for k in keys):
-        msg = ("physical coordinates need the image's LTM1_1/LTM2_2/LTV1/LTV2 keywords, which the "
-               "header lacks (or no header was given); pass the image header or use coords='image'")
+    if header is not None and any(k in header for k in keys):
+        ltm = np.array([[float(header.get("LTM1_1", 1.0)), float(header.get("LTM1_2", 0.0))],
+                        [float(header.get("LTM2_1", 0.0)), float(header.get("LTM2_2", 1.0))]])
+        ltv = np.array([float(header.get("LTV1", 0.0)), float(header.get("LTV2", 0.0))])
+    elif header is not None and (alt := _physical_alternate(header)) is not None:
+        ltm, ltv = alt
+    else:
+        msg = ("physical coordinates need the image's LTM1_1/LTM2_2/LTV1/LTV2 keywords (or a PHYSICAL "
+               "alternate WCS), which the header lacks (or no header was given); pass the image header "
+               "or use coords='image'")
         raise InputError(msg)
-    ltm = np.array([[float(header.get("LTM1_1", 1.0)), float(header.get("LTM1_2", 0.0))],
-                    [float(header.get("LTM2_1", 0.0)), float(header.get("LTM2_2", 1.0))]])
-    ltv = np.array([float(header.get("LTV1", 0.0)), float(header.get("LTV2", 0.0))])
     if abs(np.linalg.det(ltm)) == 0.0:
         msg = f"header: the LTM matrix {ltm.tolist()} is singular; fix the LTMi_j keywords"
         raise InputError(msg)
     return ltm, ltv
+
+
+def _physical_alternate(header: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """LTM, LTV from a linear alternate WCS ``a`` named PHYSICAL: x = CRVAL + CDELT · (i − CRPIX)."""
+    for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        named = str(header.get(f"WCSNAME{a}", "")).strip().upper() == "PHYSICAL"
+        typed = all(str(header.get(f"WCSTY{i}{a}", "")).strip().upper() == "PHYSICAL" for i in (1, 2))
+        if not (named or typed):
+            continue
+        try:
+            crval = np.array([float(header[f"CRVAL{i}{a}"]) for i in (1, 2)])
+            crpix = np.array([float(header.get(f"CRPIX{i}{a}", 0.0)) for i in (1, 2)])
+            cdelt = np.array([float(header.get(f"CDELT{i}{a}", 1.0)) for i in (1, 2)])
+        except (KeyError, ValueError, TypeError):
+            continue
+        if np.any(cdelt == 0):
+            continue
+        # image = crpix + (physical - crval) / cdelt
+        return np.diag(1.0 / cdelt), crpix - crval / cdelt
+    return None
 
 
 def _celestial_wcs(header: Any) -> Any:
