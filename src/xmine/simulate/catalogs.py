@@ -295,6 +295,9 @@ def make_catalogs(truth: Truth, *, seed: int = 0) -> Catalogs:
             "flux_aper90_b": flux * 0.9, "hard_hs": _ratio(bc[2], bc[0]), "hard_ms": _ratio(bc[1], bc[0]),
             "hard_hm": _ratio(bc[2], bc[1]),
             "var_intra_index_b": int(rng.integers(6, 11)) if variable else int(rng.choice([0, 0, 0, 1, 2])),
+            "var_intra_prob_b": float(rng.uniform(0.99, 1.0)) if variable else float(rng.uniform(0.0, 0.6)),
+            "var_inter_index_b": (int(rng.integers(6, 11)) if variable else int(rng.choice([0, 0, 1])))
+            if len(per_obs) > 1 else -1,
             "acis_num": len(per_obs), "hrc_num": 0,
         })
         match_rows.append(("csc21", name, s.name, s.kind, s.ra, s.dec, ra_c, dec_c, sigma))
@@ -312,12 +315,15 @@ def make_catalogs(truth: Truth, *, seed: int = 0) -> Catalogs:
                                     "conf_flag", "extent_flag", "sat_src_flag", "streak_src_flag", "var_flag",
                                     "significance", "likelihood_class", "flux_aper_b", "flux_aper_lolim_b",
                                     "flux_aper_hilim_b", "flux_aper_w", "flux_aper90_b", "hard_hs", "hard_ms",
-                                    "hard_hm", "var_intra_index_b", "acis_num", "hrc_num"],
+                                    "hard_hm", "var_intra_index_b", "var_intra_prob_b", "var_inter_index_b",
+                                    "acis_num", "hrc_num"],
                           units={"ra": "deg", "dec": "deg", "err_ellipse_r0": "arcsec", "err_ellipse_r1": "arcsec",
                                  "err_ellipse_ang": "deg", "flux_aper_b": FLUX_UNIT, "flux_aper_lolim_b": FLUX_UNIT,
                                  "flux_aper_hilim_b": FLUX_UNIT, "flux_aper_w": FLUX_UNIT,
                                  "flux_aper90_b": FLUX_UNIT})
     master["var_intra_index_b"] = np.asarray(master["var_intra_index_b"], dtype=np.int32)
+    # a source seen in one observation has no inter-observation index: NULL (masked; TNULL in FITS)
+    master["var_inter_index_b"] = np.ma.masked_less(np.asarray(master["var_inter_index_b"], dtype=np.int32), 0)
     master["acis_num"] = np.asarray(master["acis_num"], dtype=np.int32)
     master["hrc_num"] = np.asarray(master["hrc_num"], dtype=np.int32)
     msa = Table(rows=msa_rows or None, names=["name", "detect_stack_id", "region_id", "match_type"],
@@ -473,6 +479,8 @@ def _xmm(truth: Truth, srcs: list[_Src], rng: np.random.Generator
 
 
 def _csv_value(v: Any) -> str:
+    if v is np.ma.masked:
+        return ""
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (float, np.floating)):
@@ -485,7 +493,7 @@ def _csv_value(v: Any) -> str:
 def _write_csv(table: Table, path: Path, columns: list[str] | None = None) -> None:
     cols = columns or table.colnames
     lines = [",".join(cols)]
-    data = [np.asarray(table[c]) for c in cols]
+    data = [table[c] if getattr(table[c], "mask", None) is not None else np.asarray(table[c]) for c in cols]
     for i in range(len(table)):
         lines.append(",".join(_csv_value(d[i]) for d in data))
     with atomic_write(path) as tmp:

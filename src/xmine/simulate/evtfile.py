@@ -154,6 +154,16 @@ def _obs_cards(sim: ObservationSim) -> list[tuple[str, Any, str]]:
     return cards
 
 
+def _mtype_cards() -> list[tuple[str, Any, str]]:
+    """CIAO's vector-column names (``sky`` = x,y …) as in the reference evt2."""
+    pairs = [("chip", "chipx,chipy"), ("tdet", "tdetx,tdety"), ("det", "detx,dety"), ("sky", "x,y"),
+             ("CPC", "CPCX,CPCY"), ("MSC", "PHI,THETA"), ("EQPOS", "RA,DEC")]
+    cards: list[tuple[str, Any, str]] = []
+    for i, (mtype, mform) in enumerate(pairs, start=1):
+        cards += [(f"MTYPE{i}", mtype, "DM Keyword: Descriptor name."), (f"MFORM{i}", mform, "")]
+    return cards
+
+
 def _ds_cards(ccds: tuple[int, ...]) -> list[tuple[str, Any, str]]:
     cards: list[tuple[str, Any, str]] = [("DSTYP1", "time", "DM Keyword: Descriptor name."),
                                          ("DSVAL1", "TABLE", "[s]"), ("DSFORM1", "D", ""),
@@ -189,7 +199,12 @@ def _events_hdu(sim: ObservationSim, *, with_data: bool = True) -> fits.BinTable
             h.set(f"TLMIN{i}", lo, after=f"TFORM{i}" if f"TUNIT{i}" not in h else f"TUNIT{i}")
         if hi is not None:
             h.set(f"TLMAX{i}", hi, after=f"TLMIN{i}")
-    for key, value, comment in _obs_cards(sim) + _ds_cards(sim.layout.ccd_ids):
+    # the extra coordinate descriptors of the reference (detx/dety as a PHI/THETA tangent plane)
+    h.set("TCNA9", "PHI", after="TCUNI9")
+    h.set("LONP9", 270.0, after="TCNA9")
+    h.set("LATP9", 90.0, after="LONP9")
+    h.set("TCNA10", "THETA", after="TCUNI10")
+    for key, value, comment in _obs_cards(sim) + _mtype_cards() + _ds_cards(sim.layout.ccd_ids):
         h[key] = (value, comment)
     return hdu
 

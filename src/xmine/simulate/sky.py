@@ -74,19 +74,26 @@ class SimulationProducts:
         rows : list of tuple
             Observations: ``("events", obsid, cluster, instrument, exposure_s,
             n_events, flare, event file)``; catalogues: ``("catalog", "", table
-            name, "", "", number of rows, "", FITS file)``.
+            name, "", "", number of rows, "", FITS file)``; paths relative to ``out_dir``.
         """
         from astropy.io import fits
 
         columns = ["product", "obsid", "name", "instrument", "exposure_s", "rows", "flare", "path"]
+
+        def rel(p: Path) -> str:
+            try:
+                return str(p.relative_to(self.out_dir))
+            except ValueError:
+                return str(p)
+
         rows: list[tuple[Any, ...]] = []
         for o in self.observations:
             rows.append(("events", o.obsid, o.cluster, o.instrument, round(o.exposure_s, 1), o.n_events,
-                         "yes" if o.flare else "", str(o.event_file)))
+                         "yes" if o.flare else "", rel(o.event_file)))
         for name, path in self.catalog_files.items():
             if name.endswith(".fits"):
                 nrows = int(fits.getheader(path, 1)["NAXIS2"])
-                rows.append(("catalog", "", name[:-5], "", "", nrows, "", str(path)))
+                rows.append(("catalog", "", name[:-5], "", "", nrows, "", rel(path)))
         return columns, rows
 
 
