@@ -145,8 +145,8 @@ def _band_shares(kind: str, param: float, bands: list[tuple[float, float]], *, x
     for lo, hi in bands:
         m = (e >= lo) & (e <= hi)
         out.append(np.trapezoid((n * a)[m], e[m]))
-    arr = np.array(out)
-    return arr / arr.sum()
+    arr = np.array(out, dtype=np.float64)
+    return np.asarray(arr / arr.sum(), dtype=np.float64)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -380,7 +380,7 @@ def _typed_table(rows: list[dict[str, Any]], names: list[str], *, units: dict[st
 
 def _xmm(truth: Truth, srcs: list[_Src], rng: np.random.Generator
          ) -> tuple[Table, Table, Table, list[tuple[Any, ...]]]:
-    xobs = []
+    xobs: list[dict[str, Any]] = []
     for k, c in enumerate(truth.clusters):
         n_obs = 2 if k % 2 == 0 else 1
         for j in range(n_obs):

@@ -201,7 +201,7 @@ class _Frame:
     def quantize(self, t: FloatArray) -> tuple[FloatArray, NDArray[np.int32]]:
         expno = np.floor((t - self.t0) / FRAME_TIME_S).astype(np.int32)
         np.clip(expno, 0, self.nframes - 1, out=expno)
-        return self.t0 + (expno + 0.5) * FRAME_TIME_S, expno
+        return np.asarray(self.t0 + (expno + 0.5) * FRAME_TIME_S, dtype=np.float64), expno
 
     def dither(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         return dither_offsets(t - self.t0, phase=self.phase)
@@ -319,7 +319,7 @@ def simulate_observation(truth: Truth, obsid: int, *, seed: int = 0, vignetted: 
             m = kt == kt_val
             e[m] = spectra.sample_energies("thermal", float(kt_val), int(m.sum()), rng)
         batches.append(_Batch(x, y, t, e, k + 1))
-        eff = _cluster_efficiency(shape, fr, cx, cy, vignetted)
+        eff = _cluster_efficiency(shape, fr, float(cx), float(cy), vignetted)
         src_rows.append(dict(src_id=k + 1, name=cd["name"], kind="cluster", ra_deg=cd["ra_deg"],
                              dec_deg=cd["dec_deg"], x=cx, y=cy, theta_arcmin=th_c,
                              vignetting=float(vignetting(th_c)) if vignetted else 1.0,
@@ -345,7 +345,7 @@ def simulate_observation(truth: Truth, obsid: int, *, seed: int = 0, vignetted: 
         y = py + oy / PIXEL_ARCSEC
         e = spectra.sample_energies("powerlaw", pd["gamma"], t.size, rng)
         batches.append(_Batch(x, y, t, e, sid))
-        f_on = fr.on_chip_fraction(px, py, sig)
+        f_on = fr.on_chip_fraction(float(px), float(py), sig)
         src_rows.append(dict(src_id=sid, name=pd["name"], kind="point", ra_deg=pd["ra_deg"],
                              dec_deg=pd["dec_deg"], x=px, y=py, theta_arcmin=th_p, vignetting=vig,
                              on_chip_fraction=f_on, expected_counts=n_base * fmean * f_on,

@@ -118,8 +118,8 @@ def _lookup(f: NDArray[np.float64], g0: float, gs: float, a: float, b: float) ->
     ib = int(fb)
     wa = fa - ia
     wb = fb - ib
-    return ((1 - wa) * (1 - wb) * f[ia, ib] + wa * (1 - wb) * f[ia + 1, ib]
-            + (1 - wa) * wb * f[ia, ib + 1] + wa * wb * f[ia + 1, ib + 1])
+    return float((1 - wa) * (1 - wb) * f[ia, ib] + wa * (1 - wb) * f[ia + 1, ib]
+                 + (1 - wa) * wb * f[ia, ib + 1] + wa * wb * f[ia + 1, ib + 1])
 
 
 @njit(cache=True)
@@ -172,7 +172,7 @@ def make_exposure_map(sim: ObservationSim, *, bin_px: float = 4.0, vignetted: bo
     """
     fr = _Frame(sim.obs, np.random.default_rng(0))
     fr.phase = sim.dither_phase
-    times = fr.t0 + (np.arange(fr.nframes) + 0.5) * FRAME_TIME_S
+    times = np.asarray(fr.t0 + (np.arange(fr.nframes) + 0.5) * FRAME_TIME_S, dtype=np.float64)
     dx, dy = fr.dither(times)
     amp = DITHER_AMPLITUDE_ARCSEC / PIXEL_ARCSEC
     gs = 0.05

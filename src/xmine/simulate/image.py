@@ -76,7 +76,7 @@ def _relative_exposure(npix: int, pix_arcsec: float) -> np.ndarray:
     d = np.abs(xx - gap_centre) * pix_arcsec
     half_gap, ramp = 9.0, 2 * DITHER_AMPLITUDE_ARCSEC
     cover = np.clip((d - half_gap + ramp / 2) / ramp, 0.0, 1.0)
-    return cover * vignetting(theta)
+    return np.asarray(cover * vignetting(theta), dtype=np.float64)
 
 
 def simulate_cluster_image(npix: int = 512, *, total_counts: float = 2e5, n_point_sources: int = 30,

@@ -64,7 +64,7 @@ class BetaComponent:
         return 3.0 * self.beta - 0.5
 
     def _fmax(self) -> float:
-        return 1.0 - (1.0 + (R_MAX_ARCSEC / self.rc_arcsec) ** 2) ** (1.0 - self._p)
+        return float(1.0 - (1.0 + (R_MAX_ARCSEC / self.rc_arcsec) ** 2) ** (1.0 - self._p))
 
     def density(self, xi: FloatArray, eta: FloatArray) -> FloatArray:
         """Return counts per arcsec² (unit total inside R_MAX) at offsets (ξ east, η north)."""
