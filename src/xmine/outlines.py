@@ -222,7 +222,7 @@ def _label_at(lab: np.ndarray, i: int, j: int) -> int:
     ny, nx = lab.shape
     if i < 0 or j < 0 or i >= nx or j >= ny:
         return -2
-    return lab[j, i]
+    return int(lab[j, i])
 
 
 @numba.njit(cache=True)
