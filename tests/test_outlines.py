@@ -463,6 +463,20 @@ def test_wkt():
                    "(2.5 2.5, 2.5 3.5, 3.5 3.5, 3.5 2.5, 2.5 2.5))")
 
 
+def test_wkt_sky_orientation():
+    h = synthetic_header()  # RA runs opposite to x
+    lab = np.full((6, 6), -1)
+    lab[1:5, 1:5] = 0
+    lab[2, 2] = -1
+    wkt = outline_wkt(bin_outlines(lab)[0], header=h, coords="fk5")
+    rings = [np.array([[float(v) for v in pair.split()] for pair in ring.split(", ")])
+             for ring in re.findall(r"\(([^()]+)\)", wkt)]
+    assert len(rings) == 2
+    assert _signed_area(rings[0][:-1]) > 0
+    assert _signed_area(rings[1][:-1]) < 0
+    np.testing.assert_array_equal(rings[0][0], rings[0][-1])
+
+
 def test_binmap_file_uses_its_header(tmp_path):
     h = synthetic_header()
     lab = voronoi_map(40, 50, 5, 2)

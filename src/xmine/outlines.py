@@ -414,7 +414,8 @@ def bin_outlines(binmap: np.ndarray) -> dict[int, BinOutline]:
     xy = np.empty((vx.size, 2), np.float64)
     xy[:, 0] = vx + 0.5
     xy[:, 1] = vy + 0.5
-    counts = np.bincount(lab[lab >= 0].ravel()) if (lab >= 0).any() else np.zeros(0, np.int64)
+    labels, npix = np.unique(lab[lab >= 0], return_counts=True)
+    counts = dict(zip(labels.tolist(), npix.tolist(), strict=True))
     # group: by label, then component (raster order), outer ring (area > 0) first
     order = np.lexsort((r_area2 < 0, r_comp, r_lab))
     out: dict[int, BinOutline] = {}
@@ -434,7 +435,7 @@ def bin_outlines(binmap: np.ndarray) -> dict[int, BinOutline]:
             outer, holes = None, []
             if b != cur_lab:
                 if cur_lab >= 0:
-                    out[cur_lab] = BinOutline(cur_lab, int(counts[cur_lab]), tuple(pieces))
+                    out[cur_lab] = BinOutline(cur_lab, counts[cur_lab], tuple(pieces))
                 pieces = []
                 cur_lab = b
             cur_comp = c
@@ -445,7 +446,7 @@ def bin_outlines(binmap: np.ndarray) -> dict[int, BinOutline]:
             holes.append(ring)
     _close_piece()
     if cur_lab >= 0:
-        out[cur_lab] = BinOutline(cur_lab, int(counts[cur_lab]), tuple(pieces))
+        out[cur_lab] = BinOutline(cur_lab, counts[cur_lab], tuple(pieces))
     return out
 
 
@@ -856,8 +857,10 @@ def outline_wkt(outline: BinOutline, *, header: Any = None,
                 coords: Literal["image", "physical", "fk5", "icrs"] = "image") -> str:
     """Return a bin's outline as WKT, ``POLYGON`` or ``MULTIPOLYGON``.
 
-    Rings are closed; outer rings are counter-clockwise (in x, y or RA, Dec as
-    numbers), holes clockwise. Numbers are at full double precision.
+    Rings are closed; outer rings are counter-clockwise and holes clockwise
+    in the plane of the numbers written (x, y, or RA, Dec with RA unwrapped
+    across 0°), as OGC and GeoJSON expect; sky rings are reversed from pixel
+    ones when RA runs opposite to x. Numbers are at full double precision.
 
     Parameters
     ----------
@@ -876,8 +879,12 @@ def outline_wkt(outline: BinOutline, *, header: Any = None,
     polys = []
     for piece in outline.pieces:
         rings = []
-        for _ in range(1 + len(piece.holes)):
+        for k in range(1 + len(piece.holes)):
             a, b = next(converted)
+            ua = a if coords in ("image", "physical") else a[0] + (a - a[0] + 180.0) % 360.0 - 180.0
+            area2 = float(np.dot(ua, np.roll(b, -1)) - np.dot(b, np.roll(ua, -1)))
+            if (area2 > 0) != (k == 0):
+                a, b = a[::-1], b[::-1]
             a, b = np.append(a, a[0]), np.append(b, b[0])
             rings.append("(" + ", ".join(f"{p} {q}" for p, q in zip(_fmt(a), _fmt(b), strict=True)) + ")")
         polys.append("(" + ", ".join(rings) + ")")
