@@ -555,28 +555,30 @@ def test_ds9_loads_the_files(tmp_path):
     lab[5:15, 5:20] = 0
     lab[8:10, 8:10] = 1
     lab[20:30, 30:45] = 2
-    lab[22, 32] = 2
-    lab[21, 31] = 2
+    lab[24:26, 36:38] = -1  # a hole with nothing in it
+    lab[30, 45] = 2  # a second piece touching the first at a corner
     image = tmp_path / "binmap.fits"
     fits.writeto(image, lab.astype(np.int32), h)
     ds9_files = write_outline_regions(image, out_dir=tmp_path / "ds9", coords=["physical", "fk5", "fk5_hms"],
                                       per_bin=False)
-    ciao_files = write_outline_regions(image, out_dir=tmp_path / "ciao", coords=["physical"], per_bin=False,
-                                       style="ciao")
+    ciao_files = write_outline_regions(image, out_dir=tmp_path / "ciao", coords=["physical", "fk5", "fk5_hms"],
+                                       per_bin=False, style="ciao")
     expected = parse_polygons(ds9_files[0].read_text())
-    for f, fmt in [*((f, "ds9") for f in ds9_files), (ciao_files[0], "ciao")]:
-        saved = tmp_path / f"saved_{f.parent.name}_{f.stem}.reg"
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            ["xvfb-run", "-a", "ds9", str(image), "-regions", "format", fmt, "-regions", "load", str(f),
-             "-regions", "format", "ds9", "-regions", "system", "physical", "-regions", "save", str(saved),
-             "-exit"],
-            capture_output=True, text=True, timeout=120, check=False)
-        elapsed = time.perf_counter() - t0
-        assert proc.returncode == 0, proc.stderr
-        got = parse_polygons(saved.read_text())
-        assert [g[0] for g in got] == [e[0] for e in expected], f.name
-        for g, e in zip(got, expected, strict=True):
-            # DS9 prints 8 significant digits; sky round trips agree to far better than 0.01 pixel
-            np.testing.assert_allclose(np.array(g[1], float), np.array(e[1], float), rtol=0, atol=1e-3)
-        assert elapsed < 60
+    # one DS9 run loads all six files in turn and saves what it holds, in physical coordinates
+    saved = tmp_path / "saved.reg"
+    cmd = ["xvfb-run", "-a", "ds9", str(image)]
+    for f, fmt in [*((f, "ds9") for f in ds9_files), *((f, "ciao") for f in ciao_files)]:
+        cmd += ["-regions", "format", fmt, "-regions", "load", str(f)]
+    cmd += ["-regions", "format", "ds9", "-regions", "system", "physical", "-regions", "save", str(saved), "-exit"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    got = parse_polygons(saved.read_text())
+    assert len(got) == 6 * len(expected)
+    for k, (g, e) in enumerate(zip(got, expected * 6, strict=True)):
+        assert g[0] == e[0], k
+        # DS9 prints 8 significant digits; sky round trips agree to far better than 0.01 pixel
+        np.testing.assert_allclose(np.array(g[1], float), np.array(e[1], float), rtol=0, atol=1e-3,
+                                   err_msg=f"polygon {k}")
+    assert elapsed < 60
