@@ -526,6 +526,8 @@ def test_error_conventions_csc_95_percent_and_xmm_1_sigma() -> None:
     csc = match[match["catalogue"] == "csc21"]
     assert 50 < len(master) < n  # a detection threshold: faint sources are missed
     assert len(csc) == len(master)
+    assert len(set(master["name"])) == len(master)  # the DaCHS primary key
+    assert len(set(cats.xmm_sources["SRCID"])) == len(cats.xmm_sources)
     # r0, r1 are 95 % radii: √χ²₂(0.95) = 2.448 times the 1σ per-axis error (slightly elongated ellipses)
     geo = np.sqrt(master["err_ellipse_r0"] * master["err_ellipse_r1"])
     pts_only = ~master["extent_flag"]

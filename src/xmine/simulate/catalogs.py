@@ -238,6 +238,7 @@ def make_catalogs(truth: Truth, *, seed: int = 0) -> Catalogs:
     soa_rows: list[tuple[str, int, int, int, str]] = []
     match_rows: list[tuple[Any, ...]] = []
     region_next = [0] * len(stacks)
+    names_seen: dict[str, int] = {}
     for s in srcs:
         per_obs = []  # (obs index, expected broad counts, bg counts, psf sigma, f_on)
         for i, (o, fr) in enumerate(zip(obs_rows, frames, strict=True)):
@@ -283,6 +284,11 @@ def make_catalogs(truth: Truth, *, seed: int = 0) -> Catalogs:
         bc = rng.multinomial(int(max(net_tot, 0)), shares)
         extended = s.kind == "cluster"
         name = iau_name("2CXO", ra_c, dec_c, extended=extended)
+        if name in names_seen:
+            # two sources within ~1″ share a name: a real catalogue would see one confused source
+            ms_rows[names_seen[name]]["conf_flag"] = True
+            continue
+        names_seen[name] = len(ms_rows)
         variable = s.variable and c_tot >= 30
         ms_rows.append({
             "name": name, "ra": ra_c, "dec": dec_c,
