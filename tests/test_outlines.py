@@ -398,6 +398,13 @@ def test_regions_masks_give_the_bins(tmp_path):
         got[b] += (1 if reg.meta["include"] else -1) * mask.astype(int)
     for b in out:
         np.testing.assert_array_equal(got[b], (lab == b).astype(int))
+    # physical pixel regions keep the physical values; sky regions carry the frame
+    h = synthetic_header()
+    phys = outlines_to_regions([out[0]], header=h, coords="physical")
+    np.testing.assert_allclose(phys[0].vertices.x, 1000.0 + (out[0].pieces[0].outer[:, 0] - 0.5) * 4.0)
+    sky = outlines_to_regions(out, header=h, coords="icrs")
+    assert sky[0].vertices.frame.name == "icrs"
+    assert len(sky) == len(regs)
 
 
 def test_per_bin_files_read_the_same_globally_and_in_order(tmp_path):

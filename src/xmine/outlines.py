@@ -817,11 +817,12 @@ def outlines_to_regions(outlines: Mapping[int, BinOutline] | Iterable[BinOutline
     header : astropy.io.fits.Header, optional
         The image header, needed for ``physical`` and sky coordinates.
     coords : {'image', 'physical', 'fk5', 'icrs'}
-        ``image`` and ``physical`` give :class:`regions.PolygonPixelRegion`
-        (``regions`` has no physical frame: physical vertices are stored as
-        pixel coordinates, and its DS9 writer would label them ``image``; use
-        :func:`write_outline_regions` for files), sky systems
-        :class:`regions.PolygonSkyRegion`.
+        ``image`` gives :class:`regions.PolygonPixelRegion` in ``regions``'
+        0-based pixels (FITS image coordinate − 1), so ``to_mask`` works on
+        the image array; ``physical`` gives them with the physical values
+        unchanged (``regions`` has no physical frame and its DS9 writer would
+        label them ``image``: use :func:`write_outline_regions` for files);
+        sky systems give :class:`regions.PolygonSkyRegion`.
 
     Returns
     -------
@@ -830,10 +831,9 @@ def outlines_to_regions(outlines: Mapping[int, BinOutline] | Iterable[BinOutline
     from astropy.coordinates import SkyCoord
     from regions import PixCoord, PolygonPixelRegion, PolygonSkyRegion, RegionMeta, Regions
 
-    items = outlines.values() if isinstance(outlines, Mapping) else outlines
+    items = list(outlines.values() if isinstance(outlines, Mapping) else outlines)
     frame = None if coords in ("image", "physical") else _astropy_frame(_sky_frame(coords))
     to = _transform(coords, header)
-    items = list(items)
     converted = iter(_convert_rings([r for o in items for r, _ in o.rings], to))
     out = []
     for o in items:
@@ -845,8 +845,8 @@ def outlines_to_regions(outlines: Mapping[int, BinOutline] | Iterable[BinOutline
                 meta["text"] = str(o.bin_id)
                 first = False
             if frame is None:
-                # regions' pixel coordinates are 0-based
-                reg: Any = PolygonPixelRegion(PixCoord(a - 1.0, b - 1.0), meta=RegionMeta(meta))
+                shift = 1.0 if coords == "image" else 0.0  # regions' pixel coordinates are 0-based
+                reg: Any = PolygonPixelRegion(PixCoord(a - shift, b - shift), meta=RegionMeta(meta))
             else:
                 reg = PolygonSkyRegion(SkyCoord(a, b, unit="deg", frame=frame), meta=RegionMeta(meta))
             out.append(reg)
