@@ -31,7 +31,8 @@ class _Printer:
         from rich.console import Console
 
         self.quiet = quiet
-        self.console = Console(highlight=False, soft_wrap=True)
+        # a pipe or a log file gets wide lines instead of rich's 80-column default
+        self.console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
     def line(self, text: str = "") -> None:
         if not self.quiet:
@@ -42,9 +43,9 @@ class _Printer:
             return
         from rich.table import Table
 
-        table = Table(title=title, title_justify="left")
+        table = Table(title=title, title_justify="left", box=None, header_style="bold")
         for col in columns:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for row in rows:
             table.add_row(*(_fmt(v) for v in row))
         self.console.print(table)
@@ -77,7 +78,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xmine.demo import run_demo
 
-    result = run_demo(args.out, seed=args.seed, progress=not args.quiet)
+    result = run_demo(args.out, seed=args.seed)
     args.printer.table(f"xmine demo: {result.out_dir}", result.columns, result.rows)
     for line in result.notes:
         args.printer.line(line)

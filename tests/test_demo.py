@@ -1,0 +1,56 @@
+"""`xmine demo` end to end: simulate, image, bin, outlines, store; a rerun resumes."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from regions import Regions
+
+from xmine.cli import main
+from xmine.store import open_store
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "xmine-demo"
+    assert main(["--quiet", "demo", "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_records_every_step(demo_dir):
+    with open_store(demo_dir / "xmine.duckdb", read_only=True) as store:
+        runs = store.query("SELECT run_id, status, seed FROM runs").to_pylist()
+        steps = store.query("SELECT item, step, status FROM steps ORDER BY item, step").to_pylist()
+        failures = store.query("SELECT * FROM failures").num_rows
+    assert runs == [{"run_id": "demo-seed2026", "status": "finished", "seed": 2026}]
+    assert failures == 0
+    assert len(steps) == 1 + 3 * 4  # the sky, then image/contbin/outlines/quicklook per cluster
+    assert {s["status"] for s in steps} == {"done"}
+
+
+def test_demo_products_are_consistent(demo_dir):
+    for cluster in ("SIM-COOLCORE", "SIM-MERGER", "SIM-COLDFRONT"):
+        folder = demo_dir / "products" / cluster
+        image = fits.getdata(next(folder.glob("*_img.fits")))
+        binmap, header = fits.getdata(folder / "contbin" / "binmap.fits", header=True)
+        assert binmap.shape == image.shape
+        assert "LTV1" in header
+        assert "CRVAL1" in header
+        nbins = binmap.max() + 1
+        assert nbins > 10  # thousands of counts at S/N 20 make dozens of bins
+        regions = Regions.read(folder / "regions" / "xaf_bins_fk5.reg", format="ds9")
+        tags = {r.meta["tag"][0] for r in regions if "tag" in r.meta}
+        assert len(tags) == nbins
+        assert (folder / "quicklook.png").stat().st_size > 10_000
+        # every counted photon of a binned pixel belongs to exactly one bin
+        assert np.isin(np.unique(binmap), np.arange(-1, nbins)).all()
+
+
+def test_rerun_resumes_without_redoing(demo_dir, capsys):
+    with open_store(demo_dir / "xmine.duckdb", read_only=True) as store:
+        before = store.query("SELECT item, step, started FROM steps ORDER BY item, step").to_pylist()
+    assert main(["demo", "--out", str(demo_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "reused 6 observations" in printed
+    with open_store(demo_dir / "xmine.duckdb", read_only=True) as store:
+        after = store.query("SELECT item, step, started FROM steps ORDER BY item, step").to_pylist()
+    assert after == before
