@@ -134,8 +134,8 @@ def write_quicklook(path: str | os.PathLike[str], image_path: str | os.PathLike[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from matplotlib.colors import ListedColormap
     from astropy.io import fits
+    from matplotlib.colors import ListedColormap
 
     from xmine.store import atomic_write
 
