@@ -187,8 +187,15 @@ def test_gti_extension_per_ccd_like_obs1479(shared_data: Path, small_obs: dict) 
             for start, stop in g.data:
                 inside |= (t >= start) & (t < stop)
             assert inside.all()
-        ontime = sum(float(r["STOP"] - r["START"]) for r in sim_gtis[0].data)
-        assert ontime == pytest.approx(sim["EVENTS"].header["ONTIME"])
+        head = sim["EVENTS"].header
+        for g in sim_gtis:  # ONTIMEn is the sum of CCD n's GTIs; ONTIME that of the aimpoint chip (I3)
+            ontime = sum(float(r["STOP"] - r["START"]) for r in g.data)
+            assert ontime == pytest.approx(head[f"ONTIME{g.header['CCD_ID']}"])
+            assert head[f"EXPOSUR{g.header['CCD_ID']}"] == pytest.approx(ontime * head["DTCOR"])
+        assert head["ONTIME"] == pytest.approx(head["ONTIME3"])
+        # one CCD has a short telemetry dropout, as CCDs 3 and 6 of ObsID 1479 do
+        assert sorted(len(g.data) for g in sim_gtis) == [1, 1, 1, 2]
+        assert sorted(len(g.data) for g in ref_gtis) == [1, 1, 1, 2, 2]
         assert sim["EVENTS"].header["DSREF1"] == ":GTI0"
 
 

@@ -98,7 +98,10 @@ class ObservationSim:
         x, y, theta_arcmin, vignetting, on_chip_fraction, expected_counts,
         expected_counts_b, simulated_counts, simulated_counts_b``.
     gti_start, gti_stop : float
-        The good time interval (the same for every CCD).
+        Start and stop of the observation's good time (TSTART, TSTOP).
+    chip_gtis : dict of int to list of (float, float)
+        GTI rows per CCD: the whole observation, except for a 1–3 frame
+        telemetry dropout on one CCD away from the aimpoint.
     ontime_s, livetime_s : float
         ONTIME and LIVETIME (= EXPOSURE).
     dither_phase : (float, float)
@@ -113,6 +116,7 @@ class ObservationSim:
     sources: Table
     gti_start: float
     gti_stop: float
+    chip_gtis: dict[int, list[tuple[float, float]]]
     ontime_s: float
     livetime_s: float
     dither_phase: tuple[float, float]
@@ -197,6 +201,30 @@ class _Frame:
         self.ontime = self.t1 - self.t0
         self.livetime = self.ontime * DTCOR
         self.phase = (float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 2 * np.pi)))
+        # a telemetry dropout of 1–3 frames on one chip away from the aimpoint, as real per-CCD GTIs show
+        others = [c for c in self.layout.ccd_ids if c != self.layout.aimpoint_ccd]
+        self.dropout_ccd = int(others[int(rng.integers(len(others)))])
+        n_drop = int(rng.integers(1, 4))
+        f0 = int(rng.integers(self.nframes // 4, 3 * self.nframes // 4 + 1)) if self.nframes >= 20 else 0
+        self.dropout = (f0, f0 + n_drop) if self.nframes >= 20 else (0, 0)
+
+    def good_frames(self, ccd: int) -> NDArray[np.bool_]:
+        """Which frames of a CCD lie in its GTIs."""
+        good = np.ones(self.nframes, dtype=bool)
+        if ccd == self.dropout_ccd:
+            good[self.dropout[0]:self.dropout[1]] = False
+        return good
+
+    def chip_gtis(self) -> dict[int, list[tuple[float, float]]]:
+        """GTI rows (start, stop) of every CCD."""
+        out = {}
+        for c in self.layout.ccd_ids:
+            if c == self.dropout_ccd and self.dropout[1] > self.dropout[0]:
+                f0, f1 = self.dropout
+                out[c] = [(self.t0, self.t0 + f0 * FRAME_TIME_S), (self.t0 + f1 * FRAME_TIME_S, self.t1)]
+            else:
+                out[c] = [(self.t0, self.t1)]
+        return out
 
     def quantize(self, t: FloatArray) -> tuple[FloatArray, NDArray[np.int32]]:
         expno = np.floor((t - self.t0) / FRAME_TIME_S).astype(np.int32)
@@ -417,9 +445,11 @@ def simulate_observation(truth: Truth, obsid: int, *, seed: int = 0, vignetted: 
         for col, unit in (("ra_deg", "deg"), ("dec_deg", "deg"), ("x", "pixel"), ("y", "pixel"),
                           ("theta_arcmin", "arcmin")):
             sources[col].unit = unit
-    meta = {"flare_interval": obs_flare, "vignetted": vignetted, "include": list(include), "seed": seed}
+    meta = {"flare_interval": obs_flare, "vignetted": vignetted, "include": list(include), "seed": seed,
+            "dropout": (fr.dropout_ccd, *fr.dropout)}
     return ObservationSim(obsid=int(obsid), obs=obs, layout=fr.layout, columns=columns, src_id=src_id,
-                          sources=sources, gti_start=fr.t0, gti_stop=fr.t1, ontime_s=fr.ontime,
+                          sources=sources, gti_start=fr.t0, gti_stop=fr.t1, chip_gtis=fr.chip_gtis(),
+                          ontime_s=fr.ontime,
                           livetime_s=fr.livetime, dither_phase=fr.phase, meta=meta)
 
 
@@ -454,7 +484,7 @@ def _assemble(batches: list[_Batch], fr: _Frame, rng: np.random.Generator, *, ba
               ) -> tuple[dict[str, np.ndarray], NDArray[np.int32]]:
     xs, ys, dxs, dys, ts, es, ids, ccds, cxs, cys, parts = [], [], [], [], [], [], [], [], [], [], []
     for b in batches:
-        tq, _ = fr.quantize(b.t)
+        tq, expno_b = fr.quantize(b.t)
         dx, dy = fr.dither(tq)
         if b.det is None:
             detx, dety = sky_to_det(b.x, b.y, fr.roll, dx, dy)
@@ -464,6 +494,8 @@ def _assemble(batches: list[_Batch], fr: _Frame, rng: np.random.Generator, *, ba
             x, y = det_to_sky(detx, dety, fr.roll, dx, dy)
         ccd, cx, cy = fr.layout.locate(detx, dety)
         on = ccd >= 0
+        lost = (ccd == fr.dropout_ccd) & (expno_b >= fr.dropout[0]) & (expno_b < fr.dropout[1])
+        on &= ~lost
         xs.append(x[on])
         ys.append(y[on])
         dxs.append(detx[on])

@@ -141,9 +141,10 @@ def _obs_cards(sim: ObservationSim) -> list[tuple[str, Any, str]]:
         ("DTCOR", DTCOR, "Dead time correction"),
     ]
     for c in sim.layout.ccd_ids:
-        cards += [(f"ONTIME{c}", sim.ontime_s, "[s] Sum of GTIs"),
-                  (f"LIVTIME{c}", sim.livetime_s, "[s] Livetime"),
-                  (f"EXPOSUR{c}", sim.livetime_s, "[s] Exposure time")]
+        on_c = sum(b - a for a, b in sim.chip_gtis[c])
+        cards += [(f"ONTIME{c}", on_c, "[s] Sum of GTIs"),
+                  (f"LIVTIME{c}", on_c * DTCOR, "[s] Livetime"),
+                  (f"EXPOSUR{c}", on_c * DTCOR, "[s] Exposure time")]
     cards += [
         ("DITHAMP", 8.0, "[arcsec] simulated dither amplitude"),
         ("DITHPERX", 1000.0, "[s] simulated dither period, detx"),
@@ -212,8 +213,9 @@ def _events_hdu(sim: ObservationSim, *, with_data: bool = True) -> fits.BinTable
 def _gti_hdus(sim: ObservationSim) -> list[fits.BinTableHDU]:
     out = []
     for c in sim.layout.ccd_ids:
-        cols = [fits.Column(name="START", format="1D", unit="s", array=np.array([sim.gti_start])),
-                fits.Column(name="STOP", format="1D", unit="s", array=np.array([sim.gti_stop]))]
+        rows = np.array(sim.chip_gtis[c], dtype=np.float64)
+        cols = [fits.Column(name="START", format="1D", unit="s", array=rows[:, 0]),
+                fits.Column(name="STOP", format="1D", unit="s", array=rows[:, 1])]
         g = fits.BinTableHDU.from_columns(cols, name="GTI")
         g.header["EXTVER"] = c
         g.header["HDUNAME"] = (f"GTI{c}", "ASCDM block name")

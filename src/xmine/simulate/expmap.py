@@ -142,8 +142,9 @@ def _expmap_kernel(x0: float, y0: float, bin_px: float, nx: int, ny: int, nsub: 
                         ly = uy - oy[k]
                         if lx < -reach or ly < -reach or lx > chip + reach or ly > chip + reach:
                             continue
-                        acc += (_lookup(f, g0, gs, lx, ly) - _lookup(f, g0, gs, lx - chip, ly)
-                                - _lookup(f, g0, gs, lx, ly - chip) + _lookup(f, g0, gs, lx - chip, ly - chip))
+                        fk = f[k]
+                        acc += (_lookup(fk, g0, gs, lx, ly) - _lookup(fk, g0, gs, lx - chip, ly)
+                                - _lookup(fk, g0, gs, lx, ly - chip) + _lookup(fk, g0, gs, lx - chip, ly - chip))
             out[j, i] = acc / (nsub * nsub)
     return out
 
@@ -172,15 +173,20 @@ def make_exposure_map(sim: ObservationSim, *, bin_px: float = 4.0, vignetted: bo
     """
     fr = _Frame(sim.obs, np.random.default_rng(0))
     fr.phase = sim.dither_phase
+    fr.dropout_ccd, *drop = sim.meta["dropout"]
+    fr.dropout = (int(drop[0]), int(drop[1]))
     times = np.asarray(fr.t0 + (np.arange(fr.nframes) + 0.5) * FRAME_TIME_S, dtype=np.float64)
     dx, dy = fr.dither(times)
     amp = DITHER_AMPLITUDE_ARCSEC / PIXEL_ARCSEC
     gs = 0.05
     g0 = -amp - 1.0
     edges = g0 + gs * np.arange(int(np.ceil(2 * (amp + 1.0) / gs)) + 2)
-    hist, _, _ = np.histogram2d(dx, dy, bins=[edges, edges])
-    f = np.zeros((edges.size, edges.size))
-    f[1:, 1:] = np.cumsum(np.cumsum(hist, axis=0), axis=1) / dx.size
+    # one joint dither distribution per CCD, over the frames in its GTIs, normalised to all frames
+    f = np.zeros((len(sim.layout.ccd_ids), edges.size, edges.size))
+    for k, ccd in enumerate(sim.layout.ccd_ids):
+        good = fr.good_frames(ccd)
+        hist, _, _ = np.histogram2d(dx[good], dy[good], bins=[edges, edges])
+        f[k, 1:, 1:] = np.cumsum(np.cumsum(hist, axis=0), axis=1) / dx.size
     # footprint bounds in sky pixels
     xmin, xmax, ymin, ymax = sim.layout.bounds()
     pad = amp + 2.0
