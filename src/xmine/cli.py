@@ -109,6 +109,12 @@ def _cmd_bin(args: argparse.Namespace) -> int:
     paths = run_contbin(args.image, out_dir=args.out, bg_path=args.bg, expmap_path=args.expmap,
                         bgexpmap_path=args.bgexpmap, mask_path=args.mask, noscrub=args.noscrub,
                         guarantee_sn=args.guarantee_sn, **options)
+    from astropy.table import Table
+
+    bins = Table.read(paths["bins"])
+    if len(bins):
+        sn = sorted(bins["sn"])
+        args.printer.line(f"{len(bins)} bins, S/N {sn[0]:.1f} to {sn[-1]:.1f} (median {sn[len(sn) // 2]:.1f})")
     for name, p in paths.items():
         args.printer.line(f"{name}: {p}")
     return 0
@@ -118,7 +124,7 @@ def _cmd_outlines(args: argparse.Namespace) -> int:
     from xmine.outlines import write_outline_regions
 
     paths = write_outline_regions(args.binmap, out_dir=args.out, coords=tuple(args.coords), style=args.style,
-                                  per_bin=args.per_bin)
+                                  per_bin=args.per_bin, holes=args.holes)
     args.printer.line(f"wrote {len(paths)} region file(s) in {args.out}")
     return 0
 
@@ -178,11 +184,17 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bin)
 
     p = sub.add_parser("outlines", help="write region files of the bins of a bin map")
-    p.add_argument("binmap", type=Path, help="bin map FITS (-1 = unbinned)")
+    p.add_argument("binmap", type=Path, help="bin map FITS (-1 = unbinned), e.g. from `xmine bin`")
     p.add_argument("--out", type=Path, default=Path("regions"), help="output folder (default ./regions)")
-    p.add_argument("--coords", nargs="+", default=["physical", "fk5"], choices=["image", "physical", "fk5"])
-    p.add_argument("--style", default="ds9", choices=["ds9", "ciao", "make_region_files"])
-    p.add_argument("--per-bin", action="store_true", help="one file per bin (xaf_<n>.reg) besides the combined one")
+    p.add_argument("--coords", nargs="+", default=["physical", "fk5"],
+                   choices=["image", "physical", "fk5", "fk5_hms", "icrs", "icrs_hms"],
+                   help="coordinate systems to write (default: physical fk5)")
+    p.add_argument("--style", default="ds9", choices=["ds9", "ciao", "make_region_files"],
+                   help="file syntax; make_region_files mimics contbin's tool (rotbox stacks)")
+    p.add_argument("--no-per-bin", dest="per_bin", action="store_false",
+                   help="skip the per-bin files (xaf_<n>.reg); write only the combined file")
+    p.add_argument("--holes", default="exclude", choices=["exclude", "split"],
+                   help="how holes are written: -polygon exclusions, or cut into hole-free polygons")
     p.set_defaults(func=_cmd_outlines)
     return parser
 
@@ -202,7 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(args.log_level)
     args.printer = _Printer(quiet=args.quiet)
     try:
         return int(args.func(args))
