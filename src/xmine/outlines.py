@@ -414,7 +414,13 @@ def bin_outlines(binmap: np.ndarray) -> dict[int, BinOutline]:
     xy = np.empty((vx.size, 2), np.float64)
     xy[:, 0] = vx + 0.5
     xy[:, 1] = vy + 0.5
-    labels, npix = np.unique(lab[lab >= 0], return_counts=True)
+    binned = lab[lab >= 0]
+    if binned.size and binned.max() < 4 * lab.size:
+        per_label = np.bincount(binned)
+        labels = np.flatnonzero(per_label)
+        npix = per_label[labels]
+    else:  # sparse, huge label numbers
+        labels, npix = np.unique(binned, return_counts=True)
     counts = dict(zip(labels.tolist(), npix.tolist(), strict=True))
     # group: by label, then component (raster order), outer ring (area > 0) first
     order = np.lexsort((r_area2 < 0, r_comp, r_lab))
