@@ -102,32 +102,42 @@ def _write_standin(sim: dict, folder: Path) -> dict[str, Path]:
 
 
 def simulated_inputs(npix: int, *, background: bool, expmap: bool, seed: int) -> tuple[dict[str, Path], str]:
-    """Write (once) a simulated cluster and return its file paths and a description."""
-    kw = dict(total_counts=4.0e5 * (npix / 512) ** 2, n_point_sources=npix // 16,
-              background_per_pixel=0.05 if background else 0.0, bg_exposure_ratio=5.0,
+    """Write (once) a simulated cluster and return its file paths and a description.
+
+    Uses ``xmine.simulate.simulate_cluster_image`` (the private stand-in only if it
+    cannot be imported).  With a background and an exposure map, a background
+    exposure map ``expmap × bg_exposure_ratio`` is written too, so that contbin's
+    per-pixel scale ``expmap/bgexpmap`` is the true one.
+    """
+    scale = (npix / 512) ** 2
+    kw = dict(total_counts=2.0e5 * scale, n_point_sources=int(30 * scale),
+              background_per_pixel=0.1 if background else 0.0, bg_exposure_ratio=5.0,
               with_expmap=expmap, seed=seed)
-    folder = CACHE / "inputs" / f"sim{npix}_bg{int(background)}_exp{int(expmap)}_seed{seed}"
     try:
         from xmine.simulate import simulate_cluster_image, write_simulated_image
     except ImportError:
         simulate_cluster_image = write_simulated_image = None
-    source = "xmine.simulate" if simulate_cluster_image is not None else "stand-in"
-    folder = folder.with_name(folder.name + ("" if source == "xmine.simulate" else "_standin"))
-    desc = f"{source} npix={npix} " + " ".join(f"{k}={v}" for k, v in kw.items())
+    source = "xmine.simulate.simulate_cluster_image" if simulate_cluster_image is not None else "stand-in"
+    folder = CACHE / "inputs" / (f"sim{npix}_bg{int(background)}_exp{int(expmap)}_seed{seed}"
+                                 + ("" if simulate_cluster_image is not None else "_standin"))
+    desc = f"{source}({npix}, " + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
     marker = folder / "files.json"
     if marker.exists():
         return {k: Path(v) for k, v in json.loads(marker.read_text()).items()}, desc
     if simulate_cluster_image is not None:
         sim = simulate_cluster_image(npix, **kw)
-        files = write_simulated_image(sim, folder)
-        files = {("image" if k in ("counts", "image") else k): Path(v) for k, v in files.items()}
-        files = {k: v for k, v in files.items() if k in ("image", "bg", "expmap", "bgexpmap")}
-        if not background:
-            files.pop("bg", None)
-            files.pop("bgexpmap", None)
-        if not expmap:
-            files.pop("expmap", None)
-            files.pop("bgexpmap", None)
+        written = write_simulated_image(sim, folder)
+        files = {"image": Path(written["counts"])}
+        if "bg" in written:
+            files["bg"] = Path(written["bg"])
+        if "expmap" in written:
+            files["expmap"] = Path(written["expmap"])
+            if "bg" in written:
+                h = fits.getheader(written["expmap"])
+                h["EXPOSURE"] = float(sim.bg_exposure_s)
+                files["bgexpmap"] = folder / "bgexpmap.fits"
+                fits.writeto(files["bgexpmap"], (sim.expmap * np.float32(kw["bg_exposure_ratio"])), h,
+                             overwrite=True)
     else:
         files = _write_standin(_standin_simulate(npix, **kw), folder)
     marker.write_text(json.dumps({k: str(v) for k, v in files.items()}))

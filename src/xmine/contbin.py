@@ -173,23 +173,43 @@ def _half_widths(rmax: int) -> tuple[np.ndarray, np.ndarray]:
     return hw, off
 
 
+@njit(cache=True, inline="always")
+def _row_add(P: np.ndarray, y: int, xl: int, xr: int, nk: int, out: np.ndarray) -> None:
+    if nk == 2:
+        out[0] += P[y, xr, 0] - P[y, xl, 0]
+        out[1] += P[y, xr, 1] - P[y, xl, 1]
+    else:
+        out[0] += P[y, xr, 0] - P[y, xl, 0]
+        out[1] += P[y, xr, 1] - P[y, xl, 1]
+        out[2] += P[y, xr, 2] - P[y, xl, 2]
+        out[3] += P[y, xr, 3] - P[y, xl, 3]
+        out[4] += P[y, xr, 4] - P[y, xl, 4]
+
+
 @njit(cache=True)
 def _disc_sums(P: np.ndarray, y0: int, x0: int, r: int, hw: np.ndarray, off: np.ndarray,
                out: np.ndarray) -> None:
+    """Sum the prefix-summed planes of P over the disc of radius r around (x0, y0)."""
     ny = P.shape[0]
     nx = P.shape[1] - 1
     nk = P.shape[2]
     for k in range(nk):
         out[k] = 0.0
-    ylo = max(0, y0 - r)
-    yhi = min(ny - 1, y0 + r)
     base = off[r]
-    for y in range(ylo, yhi + 1):
-        w = hw[base + abs(y - y0)]
+    w = hw[base]
+    _row_add(P, y0, max(0, x0 - w), min(nx, x0 + w + 1), nk, out)
+    for dy in range(1, r + 1):
+        ya = y0 - dy
+        yb = y0 + dy
+        if ya < 0 and yb >= ny:
+            break
+        w = hw[base + dy]
         xl = max(0, x0 - w)
         xr = min(nx, x0 + w + 1)
-        for k in range(nk):
-            out[k] += P[y, xr, k] - P[y, xl, k]
+        if ya >= 0:
+            _row_add(P, ya, xl, xr, nk, out)
+        if yb < ny:
+            _row_add(P, yb, xl, xr, nk, out)
 
 
 @njit(cache=True)
@@ -249,6 +269,7 @@ def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float) -> tuple[np.n
                 continue
             step = max(1, hint - 1)
             after_hint = hint > 1
+            tries = 0
             res = -1
             while True:
                 b = a + step
@@ -275,6 +296,10 @@ def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float) -> tuple[np.n
                         after_hint = False
                     else:
                         step *= 2
+                elif after_hint and nk == 2 and tries < 2:
+                    # no background: S/N grows with R, so step down from the hint one radius at a time
+                    step -= 1
+                    tries += 1
                 else:
                     step //= 2
                     after_hint = False
@@ -392,17 +417,39 @@ def _constraint_ok(st: np.ndarray, b: int, p: int, nx: int, areas: np.ndarray, c
 
 
 @njit(cache=True)
+def _constraint_margin(st: np.ndarray, b: int, p: int, nx: int, areas: np.ndarray, cval: float) -> float:
+    """Distance by which pixel p lies outside bin b's constraint circle (≤ 0 inside, roughly)."""
+    cx = st[b, _CX] / st[b, _CW]
+    cy = st[b, _CY] / st[b, _CW]
+    dx = cx - (p % nx)
+    dy = cy - (p // nx)
+    cr = np.searchsorted(areas, st[b, _N], side="right") + 1
+    return math.sqrt(dx * dx + dy * dy) - cval * cr
+
+
+@njit(cache=True)
 def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.ndarray, nx: int,
                cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
                thr2: float, constrain: bool, cval2: float, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seed and grow every bin (contbin's ``binner::do_binning``).
+
+    Candidates wait in a heap keyed by (|s − aim|, rank).  With the constraint,
+    a candidate outside the constraint circle is parked with the distance it
+    lies outside; it is re-offered only once the centroid has moved, and the
+    circle grown, by at least that much in total (both change the margin by at
+    most that), so every step still takes the best candidate inside the circle.
+    """
     npix = s.shape[0]
     ny = npix // nx
+    cval = math.sqrt(cval2)
     binmap = np.full(npix, -1, np.int32)
     stamp = np.full(npix, -1, np.int32)
     hk = np.empty(npix)
     ht = np.empty(npix, np.int64)
     hp = np.empty(npix, np.int64)
-    defer = np.empty(npix, np.int64)
+    dk = np.empty(npix)
+    dt = np.empty(npix, np.int64)
+    dp = np.empty(npix, np.int64)
     cap = 64
     st = np.zeros((cap, _NSTAT))
     nb = 0
@@ -428,6 +475,8 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
         _add_pixel(st, b, seed, nx, cnt, bgv, bgw, q, has_bg, binmap)
         stamp[seed] = b
         hn = 0
+        dn = 0
+        slack = 0.0  # total possible decrease of any parked pixel's margin so far
         cur = seed
         while True:
             # offer the neighbours of the pixel just added
@@ -444,24 +493,34 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                     hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
             if _bin_sn2(st, b, has_bg) >= thr2:
                 break
+            # parked pixels that may have come inside the circle go back on offer
+            while dn > 0 and dk[0] <= slack:
+                dn, pp = _heap_pop(dk, dt, dp, dn)
+                hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
             got = -1
-            nd = 0
             while hn > 0:
                 hn, pp = _heap_pop(hk, ht, hp, hn)
                 if binmap[pp] >= 0:
                     continue
                 if constrain and not _constraint_ok(st, b, pp, nx, areas, cval2):
-                    defer[nd] = pp
-                    nd += 1
+                    m = _constraint_margin(st, b, pp, nx, areas, cval)
+                    thr = slack + m * (1.0 - 1e-9) - 1e-9
+                    dn = _heap_push(dk, dt, dp, dn, thr, rank[pp], pp)
                     continue
                 got = pp
                 break
-            for i in range(nd):
-                pp = defer[i]
-                hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
             if got < 0:
                 break
+            if constrain:
+                ox = st[b, _CX] / st[b, _CW]
+                oy = st[b, _CY] / st[b, _CW]
+                ocr = np.searchsorted(areas, st[b, _N], side="right") + 1
             _add_pixel(st, b, got, nx, cnt, bgv, bgw, q, has_bg, binmap)
+            if constrain:
+                ncx = st[b, _CX] / st[b, _CW]
+                ncy = st[b, _CY] / st[b, _CW]
+                ncr = np.searchsorted(areas, st[b, _N], side="right") + 1
+                slack += math.sqrt((ncx - ox) ** 2 + (ncy - oy) ** 2) * (1.0 + 1e-9) + cval * (ncr - ocr)
             cur = got
     return binmap, st[:nb].copy()
 
@@ -669,16 +728,72 @@ def _automask(counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(keep, 8, axis=0), 8, axis=1)[:ny, :nx]
 
 
-def _box_sums(img: np.ndarray, k: int) -> np.ndarray:
-    """Sum over the (2k+1)² box centred on each pixel (clipped at the border)."""
-    ny, nx = img.shape
-    sat = np.zeros((ny + 1, nx + 1))
-    sat[1:, 1:] = img.cumsum(0).cumsum(1)
-    y0 = np.clip(np.arange(ny) - k, 0, ny)
-    y1 = np.clip(np.arange(ny) + k + 1, 0, ny)
-    x0 = np.clip(np.arange(nx) - k, 0, nx)
-    x1 = np.clip(np.arange(nx) + k + 1, 0, nx)
-    return (sat[y1][:, x1] - sat[y0][:, x1] - sat[y1][:, x0] + sat[y0][:, x0])
+@njit(cache=True)
+def _tie_keys(sat: np.ndarray, pix: np.ndarray, nx: int, half: np.ndarray) -> np.ndarray:
+    """Minus the counts in the (2k+1)² box around each pixel, one column per half width k."""
+    ny = sat.shape[0] - 1
+    keys = np.empty((pix.shape[0], half.shape[0]))
+    for i in range(pix.shape[0]):
+        y = pix[i] // nx
+        x = pix[i] % nx
+        for j in range(half.shape[0]):
+            k = half[j]
+            y0 = max(y - k, 0)
+            y1 = min(y + k + 1, ny)
+            x0 = max(x - k, 0)
+            x1 = min(x + k + 1, nx)
+            keys[i, j] = -(sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0])
+    return keys
+
+
+@njit(cache=True)
+def _sort_tied_groups(keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Stable lexicographic sort of the rows of ``keys`` within each run [bounds[i], bounds[i+1])."""
+    n, nk = keys.shape
+    perm = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    for g in range(bounds.shape[0] - 1):
+        lo = bounds[g]
+        hi = bounds[g + 1]
+        width = 1
+        while width < hi - lo:
+            i = lo
+            while i < hi:
+                mid = min(i + width, hi)
+                end = min(i + 2 * width, hi)
+                a = i
+                b = mid
+                k = i
+                while a < mid and b < end:
+                    pa = perm[a]
+                    pb = perm[b]
+                    take_b = False
+                    for j in range(nk):
+                        if keys[pb, j] < keys[pa, j]:
+                            take_b = True
+                            break
+                        if keys[pb, j] > keys[pa, j]:
+                            break
+                    if take_b:
+                        tmp[k] = pb
+                        b += 1
+                    else:
+                        tmp[k] = pa
+                        a += 1
+                    k += 1
+                while a < mid:
+                    tmp[k] = perm[a]
+                    a += 1
+                    k += 1
+                while b < end:
+                    tmp[k] = perm[b]
+                    b += 1
+                    k += 1
+                i = end
+            for t in range(lo, hi):
+                perm[t] = tmp[t]
+            width *= 2
+    return perm
 
 
 def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *,
@@ -707,6 +822,7 @@ def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *
     flat_valid = np.flatnonzero(valid.ravel())
     v = smoothed32.ravel()[flat_valid].astype(np.float32)
     key = v if binup else -v
+    # stable: equal values keep the (y, x) order of flat_valid, the last tie-breaker
     o = np.argsort(key, kind="stable")
     sv = key[o]
     eq = sv[1:] == sv[:-1]
@@ -717,17 +833,13 @@ def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *
     if idx.size:
         start = np.ones(len(idx), bool)
         start[1:] = ~(eq[idx[1:] - 1] & (idx[1:] == idx[:-1] + 1))
-        group = np.cumsum(start)
-        sub = flat_valid[o[idx]]
         nx = valid.shape[1]
-        yy, xx = np.divmod(sub, nx)
         c = np.where(valid, counts, 0).astype(np.float64)
-        keys: list[np.ndarray] = [xx, yy]
-        for k in reversed(_TIE_BOXES):
-            keys.append(-_box_sums(c, k).ravel()[sub])
-        keys.append(-c.ravel()[sub])
-        keys.append(group)
-        o[idx] = o[idx][np.lexsort(keys)]
+        sat = np.zeros((c.shape[0] + 1, c.shape[1] + 1))
+        sat[1:, 1:] = c.cumsum(0).cumsum(1)
+        keys = _tie_keys(sat, flat_valid[o[idx]], nx, np.array((0, *_TIE_BOXES)))
+        bounds = np.flatnonzero(np.r_[start, True])
+        o[idx] = o[idx][_sort_tied_groups(keys, bounds)]
     order = flat_valid[o]
     rank = np.full(valid.size, -1, np.int64)
     rank[order] = np.arange(len(order))
