@@ -257,9 +257,10 @@ def test_bright_source_events_centre_on_truth_within_0p1_arcsec(tmp_path: Path) 
 # ----------------------------------------------------------------------------- exposure map
 @pytest.mark.parametrize(("instrument", "roll"), [("ACIS-I", 37.0), ("ACIS-S", 300.0)])
 def test_flat_sky_divided_by_exposure_is_flat_across_chip_edges(instrument: str, roll: float) -> None:
-    obs = _observations(instrument, roll, exposure=15000.0, sky_bg_cps_arcmin2=0.05, particle_bg_cps_arcmin2=0.0)
+    # flat sky (uniform on the sky) plus particle background (uniform on the chips): both follow the exposure map
+    obs = _observations(instrument, roll, exposure=15000.0, sky_bg_cps_arcmin2=0.04, particle_bg_cps_arcmin2=0.01)
     truth = validate_truth(_clusters(rate_cps=0.0), None, obs)
-    sim = simulate_observation(truth, 1234, seed=3, vignetted=False, include=("sky",))
+    sim = simulate_observation(truth, 1234, seed=3, vignetted=False, include=("sky", "particle"))
     emap = make_exposure_map(sim, bin_px=8)
     ix, iy = emap.pixel_of(sim.columns["x"].astype(float), sim.columns["y"].astype(float))
     img = np.zeros(emap.data.shape)
@@ -664,6 +665,12 @@ def test_simulate_sky_writes_archive_layout(tmp_path: Path) -> None:
     truth = demo_truth()
     truth.observations["exposure_s"] = 1500.0  # short, for speed
     products = simulate_sky(truth, tmp_path, seed=4)
+    again = simulate_sky(truth, tmp_path / "again", seed=4)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and "again" not in p.parts)
+    assert len(written) == 6 * 3 + 3 + 16  # per obsid: events, truth, exposure map; truth tables; catalogues
+    assert written == sorted(p.relative_to(again.out_dir) for p in again.out_dir.rglob("*") if p.is_file())
+    for rel in written:  # the same truth and seed give the same bytes, file for file
+        assert (tmp_path / rel).read_bytes() == (again.out_dir / rel).read_bytes(), rel
     assert len(products.observations) == 6
     assert {o.instrument for o in products.observations} == {"ACIS-I", "ACIS-S"}
     assert sum(o.flare for o in products.observations) == 1
