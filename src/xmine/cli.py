@@ -121,10 +121,26 @@ def _cmd_bin(args: argparse.Namespace) -> int:
 
 
 def _cmd_outlines(args: argparse.Namespace) -> int:
-    from xmine.outlines import write_outline_regions
+    from astropy.io import fits
 
-    paths = write_outline_regions(args.binmap, out_dir=args.out, coords=tuple(args.coords), style=args.style,
-                                  per_bin=args.per_bin, holes=args.holes)
+    from xmine.outlines import write_make_region_files, write_outline_regions
+
+    header = None
+    if args.header is not None:
+        try:
+            header = fits.getheader(args.header)
+        except (OSError, ValueError) as exc:
+            from xmine.errors import InputError
+
+            msg = f"{args.header}: cannot read its header ({exc}); give the image the bins were made from"
+            raise InputError(msg) from exc
+    if args.style == "make_region_files" or args.minx is not None or args.miny is not None:
+        paths = write_make_region_files(args.binmap, out_dir=args.out, header=header, minx=args.minx,
+                                        miny=args.miny, binning=args.bin)
+    else:
+        paths = write_outline_regions(args.binmap, out_dir=args.out, header=header, coords=tuple(args.coords),
+                                      style=args.style, per_bin=args.per_bin, combined=args.combined,
+                                      prefix=args.prefix, holes=args.holes)
     args.printer.line(f"wrote {len(paths)} region file(s) in {args.out}")
     return 0
 
@@ -183,18 +199,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="merge until every bin reaches the target S/N (contbin may leave a few below)")
     p.set_defaults(func=_cmd_bin)
 
-    p = sub.add_parser("outlines", help="write region files of the bins of a bin map")
+    p = sub.add_parser("outlines", help="write exact bin outlines as DS9 / CIAO region files")
     p.add_argument("binmap", type=Path, help="bin map FITS (-1 = unbinned), e.g. from `xmine bin`")
     p.add_argument("--out", type=Path, default=Path("regions"), help="output folder (default ./regions)")
+    p.add_argument("--header", type=Path, help="image whose WCS and physical keywords to use (default: the bin map's)")
     p.add_argument("--coords", nargs="+", default=["physical", "fk5"],
                    choices=["image", "physical", "fk5", "fk5_hms", "icrs", "icrs_hms"],
                    help="coordinate systems to write (default: physical fk5)")
     p.add_argument("--style", default="ds9", choices=["ds9", "ciao", "make_region_files"],
-                   help="file syntax; make_region_files mimics contbin's tool (rotbox stacks)")
-    p.add_argument("--no-per-bin", dest="per_bin", action="store_false",
-                   help="skip the per-bin files (xaf_<n>.reg); write only the combined file")
+                   help="file syntax; make_region_files writes what contbin's tool writes (rotbox stacks)")
+    p.add_argument("--per-bin", action=argparse.BooleanOptionalAction, default=True,
+                   help="one file per bin, <prefix>_<n>.reg (default on)")
+    p.add_argument("--combined", action=argparse.BooleanOptionalAction, default=True,
+                   help="one file with all bins (default on)")
+    p.add_argument("--prefix", default="xaf", help="file name prefix of per-bin files (contbin: xaf)")
     p.add_argument("--holes", default="exclude", choices=["exclude", "split"],
-                   help="how holes are written: -polygon exclusions, or cut into hole-free polygons")
+                   help="holes as -polygon exclusions, or bins cut into hole-free polygons")
+    p.add_argument("--minx", type=float, help="make_region_files --minx (default from LTV/LTM)")
+    p.add_argument("--miny", type=float, help="make_region_files --miny (default from LTV/LTM)")
+    p.add_argument("--bin", type=float, help="make_region_files --bin (default from LTM)")
     p.set_defaults(func=_cmd_outlines)
     return parser
 
