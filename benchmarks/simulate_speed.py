@@ -2,11 +2,11 @@
 
 Run ``python benchmarks/simulate_speed.py [--events N] [--gzip] [--keep DIR]``. Prints one line::
 
-    simulate_speed: 996,656 events in 1.98 s (502,240 events/s): simulate 1.57 s, write 0.42 s
+    simulate_speed: 997,276 events in 2.36 s (423,314 events/s): simulate 1.91 s, write 0.44 s
 
 Target (issue 3): ≤ 10 s for 10⁶ events on 2 cores (single-threaded here).
-Measured 2026-11-23 on the 2-core development machine (shared with other jobs): 996,656 events in
-1.98–2.80 s (360,000–500,000 events/s): simulate 1.6–2.2 s, write 0.4–0.6 s (uncompressed).
+Measured 2026-11-23 on the 2-core development machine (shared with other jobs): 997,276 events in
+2.0–3.2 s (310,000–500,000 events/s): simulate 1.6–2.6 s, write 0.4–0.6 s (uncompressed).
 ``--gzip`` (zlib level 4) writes the 31 MB .fits.gz in ≈ 2.7 s instead of 0.5 s.
 """
 
