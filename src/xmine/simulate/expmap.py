@@ -53,24 +53,18 @@ def image_header(ra_deg: float, dec_deg: float, x0: float, y0: float, bin_px: fl
         system ``CTYPE1P = 'x'`` … ``WCSTY1P = 'PHYSICAL'`` and ``LTM1_1``,
         ``LTV1`` … as CIAO's ``dmcopy [bin …]`` writes them.
     """
-    h = fits.Header()
-    h["RADESYS"] = "ICRS"
+    from astropy.wcs import WCS
+
+    from xmine.images import image_header as _binned_header
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra_deg, dec_deg]
+    wcs.wcs.crpix = [SKY_REF_PIX, SKY_REF_PIX]
+    wcs.wcs.cdelt = [-PIXEL_ARCSEC / 3600.0, PIXEL_ARCSEC / 3600.0]
+    wcs.wcs.radesys = "ICRS"
+    h = _binned_header(wcs, xmin=x0, ymin=y0, binsize=bin_px)
     h["EQUINOX"] = 2000.0
-    for ax, (val, ref, sign, lo) in enumerate(((ra_deg, "RA---TAN", -1.0, x0), (dec_deg, "DEC--TAN", 1.0, y0)),
-                                              start=1):
-        h[f"CTYPE{ax}"] = ref
-        h[f"CRVAL{ax}"] = val
-        h[f"CRPIX{ax}"] = (SKY_REF_PIX - lo) / bin_px + 0.5
-        h[f"CDELT{ax}"] = sign * PIXEL_ARCSEC * bin_px / 3600.0
-        h[f"CUNIT{ax}"] = "deg"
-    for ax, (name, lo) in enumerate((("x", x0), ("y", y0)), start=1):
-        h[f"CTYPE{ax}P"] = (name, "sky coordinates")
-        h[f"CRVAL{ax}P"] = lo
-        h[f"CRPIX{ax}P"] = 0.5
-        h[f"CDELT{ax}P"] = float(bin_px)
-        h[f"WCSTY{ax}P"] = "PHYSICAL"
-        h[f"LTV{ax}"] = 0.5 - lo / bin_px
-        h[f"LTM{ax}_{ax}"] = 1.0 / bin_px
     return h
 
 
