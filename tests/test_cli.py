@@ -55,3 +55,33 @@ def test_console_script_runs(tmp_path):
                              "config", "show"], capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().endswith("create one with `xmine config init " + str(tmp_path / "none.toml") + "`")
+
+
+def test_simulate_from_edited_truth(tmp_path, capsys):
+    truth_dir = tmp_path / "truth"
+    assert main(["simulate", "--write-demo-truth", str(truth_dir)]) == 0
+    files = sorted(truth_dir.glob("*.ecsv"))
+    assert [f.stem for f in files] == ["clusters", "observations", "point_sources"]
+    # keep one observation, to make it quick
+    from astropy.table import Table
+
+    obs = Table.read(truth_dir / "observations.ecsv")
+    obs = obs[obs["obsid"] == obs["obsid"][0]]
+    obs["exposure_s"] = 2000.0
+    obs.write(truth_dir / "observations.ecsv", overwrite=True)
+    assert main(["simulate", *map(str, files), "--out", str(tmp_path / "sky")]) == 0
+    evt = next((tmp_path / "sky").glob("*/primary/acisf*_evt2.fits"))
+    assert evt.stat().st_size > 0
+    assert "events" in capsys.readouterr().out
+
+
+def test_simulate_bad_truth_is_one_line(tmp_path, capsys):
+    truth_dir = tmp_path / "truth"
+    main(["--quiet", "simulate", "--write-demo-truth", str(truth_dir)])
+    text = (truth_dir / "clusters.ecsv").read_text().replace("150.125 2.21", "150.125 95.0", 1)
+    (truth_dir / "clusters.ecsv").write_text(text)
+    assert main(["simulate", str(truth_dir), "--out", str(tmp_path / "sky")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "dec_deg" in err
+    assert "95" in err

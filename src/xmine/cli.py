@@ -93,7 +93,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for p in paths:
             args.printer.line(f"wrote {p}")
         return 0
-    truth = simulate.load_truth(args.truth) if args.truth else simulate.demo_truth(seed=args.seed)
+    if not args.truth:
+        truth = simulate.demo_truth(seed=args.seed)
+    else:  # one folder of truth tables, or the files themselves
+        truth = simulate.load_truth(args.truth[0] if len(args.truth) == 1 else args.truth)
     products = simulate.simulate_sky(truth, args.out, seed=args.seed)
     columns, rows = products.summary()
     args.printer.table(f"simulated sky in {args.out}", columns, rows)
@@ -166,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate catalogues and Chandra event files from a truth table")
     p.add_argument("truth", nargs="*", type=Path,
-                   help="truth files (clusters, point sources, observations); default: the demo sky")
+                   help="truth files (clusters, point sources, observations) or their folder; default: the demo sky")
     p.add_argument("--out", type=Path, default=Path("simulated"), help="output folder (default ./simulated)")
     p.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
     p.add_argument("--write-demo-truth", type=Path, metavar="DIR",
