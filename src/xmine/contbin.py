@@ -1325,10 +1325,10 @@ def _out_header(header: fits.Header | None, params: dict[str, Any], what: str) -
             if card.keyword in ("HISTORY", "COMMENT", ""):
                 continue
             h.append(card, end=True)
-    h["CONTENT"] = (what, "xmine contour binning output")
+    h["CONTENT"] = what[:68]
     from xmine import __version__
 
-    h["CREATOR"] = (f"xmine {__version__}", "xmine.contbin (contbin 1.7 semantics)")
+    h["CREATOR"] = f"xmine {__version__} xmine.contbin"
     for k in ("sn", "smoothsn", "constrainfill", "constrainval", "noscrub", "guarantee_sn"):
         h.add_history(f"xmine.contbin {k} = {params.get(k)}")
     return h
