@@ -598,7 +598,7 @@ def apply_gti(events: EventList, gti: np.ndarray | Mapping[int, np.ndarray]) -> 
     ontimes = {c: float(np.sum(v[:, 1] - v[:, 0])) if len(v) else 0.0 for c, v in new.items()}
     for c, on in ontimes.items():
         if c >= 0:
-            header[f"ONTIME{c}"] = (on, "[s] Sum of GTIs (after xmine deflare)")
+            header[f"ONTIME{c}"] = (on, "[s] Sum of clean GTIs")
             header[f"LIVTIME{c}"] = (on * dtcor, "[s] Livetime")
             header[f"EXPOSUR{c}"] = (on * dtcor, "[s] Exposure time")
     on = max(ontimes.values())
@@ -646,7 +646,7 @@ def write_gti(path: str | os.PathLike[str], gti: np.ndarray | Mapping[int, np.nd
             h["HDUNAME"] = f"GTI{c}"
         h["ONTIME"] = (float(np.sum(rows[:, 1] - rows[:, 0])), "[s] Sum of GTIs")
         if result is not None:
-            h["DFMETHOD"] = (result.method, "xmine deflare method (CIAO lc_clean / lc_sigma_clip)")
+            h["DFMETHOD"] = (result.method, "deflare method (lc_clean or lc_sigma_clip)")
             h["DFMEAN"] = (result.mean_rate, "[ct/s] mean rate of the good bins")
             h["DFMINRT"] = (result.min_rate, "[ct/s] lower rate limit")
             h["DFMAXRT"] = (result.max_rate, "[ct/s] upper rate limit")
