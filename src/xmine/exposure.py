@@ -321,6 +321,15 @@ def _coverage_kernel(ny: int, nx: int, nsub: int, grid_to_sky: np.ndarray, sky_t
     return out
 
 
+def _other_plane(header: fits.Header, wcs: WCS) -> bool:
+    """Tell whether the grid's physical pixels are not the events' own sky pixels (a merged frame)."""
+    if "CRVAL1" not in header or "CRVAL2" not in header:
+        return False
+    same = (np.allclose([header["CRVAL1"], header["CRVAL2"]], wcs.wcs.crval, rtol=0, atol=1e-10)
+            and str(header.get("CTYPE1", "")).strip() == str(wcs.wcs.ctype[0]).strip())
+    return not same
+
+
 def _frame_weights(t0: float, nframes: int, timedel: float, gti: np.ndarray, dtcor: float) -> np.ndarray:
     lo = t0 + timedel * np.arange(nframes)
     hi = lo + timedel
@@ -371,8 +380,9 @@ def make_exposure_map(events: EventList, header: fits.Header, shape: tuple[int, 
         live time. Unfiltered events give the best offset track.
     header : astropy.io.fits.Header
         The counts image's header (from :func:`xmine.images.make_counts_image`
-        or a merged grid): its ``LTM``/``LTV`` physical keywords and, when the
-        grid is on another tangent plane (``XMTANGNT``), its sky WCS place the map.
+        or a merged grid): its ``LTM``/``LTV`` physical keywords place the map;
+        when the grid is on another tangent plane (a merged frame, different
+        ``CRVAL``), its sky WCS is used to map it onto the events' sky pixels.
     shape : (int, int)
         (ny, nx) of the image.
     geometry : ChipGeometry, optional
@@ -405,7 +415,7 @@ def make_exposure_map(events: EventList, header: fits.Header, shape: tuple[int, 
     nframes = int(np.ceil((t_end - t0) / timedel - 1e-9))
     frame_t = t0 + (np.arange(nframes) + 0.5) * timedel
     dx, dy = geo.offsets_at(frame_t)
-    foreign = bool(header.get("XMTANGNT", False))
+    foreign = _other_plane(header, events.wcs)
     grid_to_sky, affine_err = _grid_affine(header, shape, events.wcs if foreign else None)
     use = [c for c in geo.ccds if ccds is None or c in ccds]
     total = np.zeros((ny, nx))
