@@ -256,11 +256,11 @@ class Store:
     # -- steps ----------------------------------------------------------
     def step_done(self, run_id: str, item: str, step: str, inputs_hash: str) -> dict[str, Any] | None:
         """Return the outputs of a finished step with the same inputs hash, else None."""
-        row = self.con.execute(
+        row = _first_row(self.con,
             """SELECT outputs_json FROM steps WHERE run_id = $r AND item = $i AND step = $s
                AND inputs_hash = $h AND status = 'done'""",
             {"r": run_id, "i": item, "s": step, "h": inputs_hash},
-        ).fetchone()
+        )
         return None if row is None else json.loads(row[0])
 
     def record_step(self, run_id: str, item: str, step: str, inputs_hash: str, *,
@@ -322,13 +322,22 @@ class Store:
             raise CacheError(msg)
 
 
+def _first_row(con: duckdb.DuckDBPyConnection, sql: str,
+               params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+    """Return the first row of a query, reading the result to its end.
+
+    DuckDB 2 keeps a connection busy until a result is exhausted, so a bare
+    ``fetchone()`` would block the next statement.
+    """
+    rows = con.execute(sql, params).fetchall()
+    return rows[0] if rows else None
+
+
 def _read_version(con: duckdb.DuckDBPyConnection) -> int:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'xmine_schema'"
-    ).fetchone()
+    exists = _first_row(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'xmine_schema'")
     if not exists or exists[0] == 0:
         return 0
-    row = con.execute("SELECT max(version) FROM xmine_schema").fetchone()
+    row = _first_row(con, "SELECT max(version) FROM xmine_schema")
     return int(row[0]) if row and row[0] is not None else 0
 
 
