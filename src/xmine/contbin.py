@@ -244,8 +244,51 @@ def _sn2_bound(Sa: np.ndarray, Sb: np.ndarray) -> float:
     return ub * (1.0 + 1e-9) + 1e-300
 
 
+@njit(cache=True)
+def _first_in(P: np.ndarray, y: int, x: int, a: int, Sa: np.ndarray, hi: int, t2: float, hw: np.ndarray,
+              off: np.ndarray, Sb: np.ndarray, step0: int) -> int:
+    """Smallest radius in (a, hi] whose disc reaches S/N² ≥ t2 (its sums left in Sb), else −1.
+
+    Gallops upwards from a, skipping a range of radii only when :func:`_sn2_bound`
+    proves that none of them reaches the target.  ``Sa`` (sums at a) is overwritten.
+    A first step ``step0`` > 1 is a guess (the neighbour's radius): if the range
+    up to it is skipped, the search goes on one radius at a time.
+    """
+    step = max(1, step0)
+    guess = step > 1
+    while a < hi:
+        b = a + step
+        if b > hi:
+            b = hi
+            step = b - a
+        _disc_sums(P, y, x, b, hw, off, Sb)
+        if step == 1:
+            if _sn2_sums(Sb) >= t2:
+                return b
+            a = b
+            Sa[:] = Sb
+            step = 2
+        elif _sn2_bound(Sa, Sb) < t2:
+            a = b
+            Sa[:] = Sb
+            step = 1 if guess else 2 * step
+            guess = False
+        else:
+            step //= 2
+            guess = False
+    return -1
+
+
 @njit(cache=True, parallel=True)
 def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float) -> tuple[np.ndarray, np.ndarray]:
+    """Run contbin's accumulative smoothing exactly for every unmasked pixel (rows in parallel).
+
+    The left neighbour's radius h is the first guess.  Without background S/N
+    grows with R, so testing h−1 and h (stepping down if needed) settles a
+    pixel.  With background it need not, so :func:`_first_in` must also prove
+    that no radius below h reaches the target; its bound is loose near the
+    answer, so this case still costs O(R) disc sums of O(R) each per pixel.
+    """
     ny, nx = valid.shape
     nk = P.shape[2]
     rmax = int(math.sqrt(float(nx * nx + ny * ny)))
@@ -256,53 +299,46 @@ def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float) -> tuple[np.n
     for y in prange(ny):
         Sa = np.empty(nk)
         Sb = np.empty(nk)
+        Sc = np.empty(nk)
         hint = 0
         for x in range(nx):
             if not valid[y, x]:
                 continue
-            a = 0
             _disc_sums(P, y, x, 0, hw, off, Sa)
             if _sn2_sums(Sa) >= t2 or rmax == 0:
                 out[y, x] = (Sa[0] - (Sa[2] if nk > 2 else 0.0)) / Sa[1]
                 rad[y, x] = 0
                 hint = 0
                 continue
-            step = max(1, hint - 1)
-            after_hint = hint > 1
-            tries = 0
-            res = -1
-            while True:
-                b = a + step
-                if b > rmax:
-                    b = rmax
-                    step = b - a
-                _disc_sums(P, y, x, b, hw, off, Sb)
-                if step == 1:
-                    if _sn2_sums(Sb) >= t2 or b == rmax:
-                        res = b
-                        break
-                    a = b
-                    Sa[:] = Sb
-                    step = 2
-                    after_hint = False
-                elif _sn2_bound(Sa, Sb) < t2:
-                    a = b
-                    Sa[:] = Sb
-                    if a == rmax:
-                        res = a
-                        break
-                    if after_hint:
-                        step = 1
-                        after_hint = False
-                    else:
-                        step *= 2
-                elif after_hint and nk == 2 and tries < 2:
-                    # no background: S/N grows with R, so step down from the hint one radius at a time
-                    step -= 1
-                    tries += 1
+            if nk > 2:
+                res = _first_in(P, y, x, 0, Sa, rmax, t2, hw, off, Sb, hint - 1)
+            elif nk == 2 and hint >= 2:
+                # S/N grows with R: find h' with cond(h'-1) false, cond(h') true near the hint
+                hh = min(hint, rmax)
+                _disc_sums(P, y, x, hh - 1, hw, off, Sc)
+                if _sn2_sums(Sc) < t2:
+                    Sa[:] = Sc
+                    res = _first_in(P, y, x, hh - 1, Sa, rmax, t2, hw, off, Sb, 1)
                 else:
-                    step //= 2
-                    after_hint = False
+                    # the answer is at most hh - 1: step down while the target still holds
+                    lo = hh - 1
+                    Sb[:] = Sc
+                    found = False
+                    for _ in range(2):
+                        if lo - 1 < 0:
+                            break
+                        _disc_sums(P, y, x, lo - 1, hw, off, Sc)
+                        if _sn2_sums(Sc) < t2:
+                            found = True
+                            break
+                        lo -= 1
+                        Sb[:] = Sc
+                    res = lo if found else _first_in(P, y, x, 0, Sa, lo, t2, hw, off, Sb, 1)
+            else:
+                res = _first_in(P, y, x, 0, Sa, rmax, t2, hw, off, Sb, 1)
+            if res < 0:
+                res = rmax
+                _disc_sums(P, y, x, rmax, hw, off, Sb)
             out[y, x] = (Sb[0] - (Sb[2] if nk > 2 else 0.0)) / Sb[1]
             rad[y, x] = res
             hint = res
