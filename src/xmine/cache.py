@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from xmine.errors import CacheError, InputError, NoResultsWarning, StaleCacheWarning
@@ -41,6 +42,7 @@ __all__ = [
     "bind_sql",
     "clear_cache",
     "export_table",
+    "index_table",
     "list_cache",
     "load_cached",
     "load_cone",
@@ -197,13 +199,7 @@ def store_result(store: Store, name: str, table: pa.Table, *, service: str, cata
     try:
         with store.transaction() as con:
             con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {view}")
-            for f in table.schema:
-                meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()
-                        if k in (b"unit", b"description")}
-                if meta:
-                    comment = json.dumps(meta, sort_keys=True).replace("'", "''")
-                    con.execute(f"COMMENT ON COLUMN {_quote(name)}.\"{f.name.replace(chr(34), '')}\" "
-                                f"IS '{comment}'")
+            _comment_columns(con, name, table.schema)
             store.record_provenance(name, service=service, catalogue=catalogue, query_text=query_text,
                                     rows=table.num_rows, truncated=truncated, release=release, params=params,
                                     versions=_versions(), expires_at=expires)
@@ -212,6 +208,16 @@ def store_result(store: Store, name: str, table: pa.Table, *, service: str, cata
     prov = _provenance(store, name)
     assert prov is not None
     return prov
+
+
+def _comment_columns(con: Any, name: str, schema: pa.Schema) -> None:
+    """Keep units and descriptions as column comments (JSON)."""
+    for f in schema:
+        meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items() if k in (b"unit", b"description")}
+        if meta:
+            comment = json.dumps(meta, sort_keys=True).replace("'", "''")
+            col = f.name.replace('"', '""')
+            con.execute(f'COMMENT ON COLUMN {_quote(name)}."{col}" IS \'{comment}\'')
 
 
 def load_table(store: Store, name: str) -> pa.Table:
@@ -639,3 +645,40 @@ def load_cone(store: Store, url: str, ra_deg: float, dec_deg: float, radius_deg:
 
     return load_query(store, text, service=url, fetch=fetch, catalogue=catalogue, release=release, params=params,
                       name=name, refresh=refresh, offline=offline, expiry_days=expiry_days, kind="cone")
+
+
+def index_table(store: Store, name: str, *, ra_col: str = "ra", dec_col: str = "dec", hpx_col: str = "hpx") -> int:
+    """Add (or recompute) a HEALPix index column (depth :data:`xmine.sky.HPX_DEPTH`) and sort the table by it.
+
+    Cone queries (:func:`xmine.sky.select_cone`) then read only the row groups
+    that can hold the cone. Runs in one transaction; returns the row count.
+    """
+    from xmine.sky import healpix_index
+
+    arrow = load_table(store, name)
+    names = {n.lower(): n for n in arrow.column_names}
+    try:
+        ra, dec = names[ra_col.lower()], names[dec_col.lower()]
+    except KeyError as exc:
+        msg = f"{name}: no column {exc.args[0]!r} to index; it has {', '.join(arrow.column_names)}"
+        raise InputError(msg) from exc
+    hpx = healpix_index(arrow.column(ra).to_numpy(zero_copy_only=False),
+                        arrow.column(dec).to_numpy(zero_copy_only=False))
+    if hpx_col in arrow.column_names:
+        arrow = arrow.drop_columns([hpx_col])
+    arrow = arrow.append_column(pa.field(hpx_col, pa.int64(), metadata={b"description": b"HEALPix nested index, "
+                                         b"depth 16 (cdshealpix)"}), pa.array(hpx))
+    arrow = arrow.take(pa.array(np.argsort(hpx, kind="stable")))
+    prov = _provenance(store, name)
+    if prov is None:
+        msg = f"{name}: not a cached table (no provenance row)"
+        raise CacheError(msg)
+    view = f"_xmine_index_{threading.get_ident()}"
+    store.con.register(view, arrow)
+    try:
+        with store.transaction() as con:
+            con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {view}")
+            _comment_columns(con, name, arrow.schema)
+    finally:
+        store.con.unregister(view)
+    return arrow.num_rows
