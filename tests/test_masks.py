@@ -16,6 +16,7 @@ from xmine.masks import (
     combine_sources,
     flag_core_sources,
     make_mask,
+    make_point_source_mask,
     make_source_table,
     mask_radius_arcsec,
     read_region_file,
@@ -158,6 +159,44 @@ def test_mask_and_region_files_round_trip(sim_field, tmp_path):
     assert "\nfk5\n" in (tmp_path / "src_fk5.reg").read_text()
 
 
+def test_physical_region_file(sim_field, tmp_path):
+    """Physical (sky pixel) regions, as CIAO and make_region_files use: centres map back to the events' x/y."""
+    f = sim_field
+    src = catalog_point_sources(f["csc"], header=f["header"], shape=SHAPE)
+    text = write_region_file(tmp_path / "phys.reg", src, header=f["header"], system="physical").read_text()
+    lines = text.splitlines()
+    assert "physical" in lines
+    circles = [ln for ln in lines if ln.startswith("circle(")]
+    assert len(circles) == len(src)
+    vals = np.array([[float(v) for v in ln[ln.index("(") + 1:ln.index(")")].split(",")] for ln in circles])
+    # image pixel (0-based) i covers sky x in [xmin + 2i, xmin + 2i + 2): its centre is xmin + 2i + 1
+    np.testing.assert_allclose(vals[:, 0], f["xmin"] + 2 * np.asarray(src["x_pix"]) + 1.0, atol=1e-6)
+    np.testing.assert_allclose(vals[:, 1], f["ymin"] + 2 * np.asarray(src["y_pix"]) + 1.0, atol=1e-6)
+    np.testing.assert_allclose(vals[:, 2], 2 * np.asarray(src["a_pix"]), rtol=1e-6)
+    # the same through the sky WCS of the event file
+    ra, dec = f["events"].wcs.all_pix2world(vals[:, 0], vals[:, 1], 1)
+    sep = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(src["ra_deg"], src["dec_deg"], unit="deg"))
+    assert sep.arcsec.max() < 1e-3
+
+
+def test_one_call_catalogue_plus_detection(sim_field):
+    f = sim_field
+    cat = catalog_point_sources(f["csc"], header=f["header"], shape=SHAPE)
+    pts = cat[~cat["extended"]]
+    centre = (float(pts["x_pix"][0]), float(pts["y_pix"][0]))
+    sources, mask = make_point_source_mask(f["image"], f["header"], catalog=f["csc"], cluster_center_xy=centre,
+                                           core_radius_pix=3.0)
+    assert mask.shape == SHAPE
+    assert set(sources["origin"]) >= {"catalog"}
+    assert "both" in set(sources["origin"])  # bright catalogue sources are also detected
+    assert sources["review"].sum() >= 1
+    # every masked row is masked in the image
+    for r in sources[sources["masked"]]:
+        x, y = round(float(r["x_pix"])), round(float(r["y_pix"]))
+        if 0 <= x < 1024 and 0 <= y < 1024:
+            assert mask[y, x] == 0
+
+
 def test_combine_catalogue_and_detections(sim_field):
     f = sim_field
     cat = catalog_point_sources(f["csc"], header=f["header"], shape=SHAPE)
@@ -211,7 +250,13 @@ def test_bad_inputs(sim_field, tmp_path):
     junk.write_text("image\npolygon(1,2,3,4,5,6)\n")
     with pytest.raises(InputError, match="no pixel ellipses or circles"):
         read_region_file(junk)
-    with pytest.raises(InputError, match="'physical'"):
-        src = catalog_point_sources(f["csc"], header=f["header"], shape=SHAPE)
+    src = catalog_point_sources(f["csc"], header=f["header"], shape=SHAPE)
+    with pytest.raises(InputError, match="'galactic'"):
+        write_region_file(tmp_path / "x.reg", src, system="galactic")
+    with pytest.raises(InputError, match="need the image header"):
         write_region_file(tmp_path / "x.reg", src, system="physical")
+    with pytest.raises(InputError, match="no physical transform"):
+        write_region_file(tmp_path / "x.reg", src, system="physical", header=fits.Header({"CRVAL1": 1.0}))
     assert not (tmp_path / "x.reg").exists()
+    with pytest.raises(InputError, match="nothing to mask"):
+        make_point_source_mask(f["image"], f["header"], detect=False)

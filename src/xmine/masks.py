@@ -52,6 +52,7 @@ __all__ = [
     "flag_core_sources",
     "image_wcs",
     "make_mask",
+    "make_point_source_mask",
     "make_source_table",
     "mask_radius_arcsec",
     "off_axis_arcmin",
@@ -516,7 +517,7 @@ def sources_to_regions(sources: Table, *, header: fits.Header | None = None, sys
     from regions import CirclePixelRegion, EllipsePixelRegion, PixCoord, RegionMeta, Regions, RegionVisual
 
     if system not in {"image", "fk5"}:
-        msg = f"region system {system!r} is not supported; use 'image' or 'fk5'"
+        msg = f"region system {system!r} is not supported; use 'image', 'fk5' or (for files) 'physical'"
         raise InputError(msg)
     w = None
     if system == "fk5":
@@ -550,23 +551,56 @@ def sources_to_regions(sources: Table, *, header: fits.Header | None = None, sys
     return Regions(out)
 
 
+def _to_physical(header: fits.Header) -> tuple[float, float, float, float, float]:
+    """Return (x0, dx, y0, dy) with physical = v0 + (image_1based − 1) · d, and the radius factor."""
+    for alt in ("P", "L"):
+        keys = [f"CRVAL1{alt}", f"CRPIX1{alt}", f"CDELT1{alt}", f"CRVAL2{alt}", f"CRPIX2{alt}", f"CDELT2{alt}"]
+        if all(k in header for k in keys):
+            v1, p1, d1, v2, p2, d2 = (float(header[k]) for k in keys)
+            return v1 + (1.0 - p1) * d1, d1, v2 + (1.0 - p2) * d2, d2, abs(d1)
+    if all(k in header for k in ("LTV1", "LTV2", "LTM1_1", "LTM2_2")):
+        m1, m2 = float(header["LTM1_1"]), float(header["LTM2_2"])
+        return (1.0 - float(header["LTV1"])) / m1, 1.0 / m1, (1.0 - float(header["LTV2"])) / m2, 1.0 / m2, 1.0 / abs(m1)
+    msg = ("header: no physical transform (CTYPE1P/CRVAL1P/CDELT1P, the XMM 'L' keywords, or LTV/LTM); "
+           "write image or fk5 regions instead")
+    raise InputError(msg)
+
+
 def write_region_file(path: str | os.PathLike[str], sources: Table, *, header: fits.Header | None = None,
                       system: str = "image", only_masked: bool = False) -> Path:
     """Write a DS9 region file of the sources (see :func:`sources_to_regions`), atomically.
 
     ``image`` files are in DS9 image pixels (1-based); ``fk5`` files in
-    degrees/arcsec, readable by CIAO's region library and DS9 on any image of
-    the field.
+    degrees, readable by CIAO's region library and DS9 on any image of the
+    field; ``physical`` files in the sky (physical) pixels of the event file,
+    as CIAO tools and ``make_region_files`` use (needs the image header's
+    physical keywords; ``regions`` has no physical frame, so the image-frame
+    text is written with physical values and the frame line says ``physical``).
     """
-    regs = sources_to_regions(sources, header=header, system=system, only_masked=only_masked)
+    if system == "physical":
+        if header is None:
+            msg = "physical regions need the image header (its LTV/LTM or CRVAL1P keywords); pass header="
+            raise InputError(msg)
+        x0, dx, y0, dy, fr = _to_physical(header)
+        src = sources.copy()
+        # regions writes image pixel p as p + 1: give it physical − 1
+        src["x_pix"] = x0 + np.asarray(sources["x_pix"], dtype=np.float64) * dx - 1.0
+        src["y_pix"] = y0 + np.asarray(sources["y_pix"], dtype=np.float64) * dy - 1.0
+        src["a_pix"] = np.asarray(sources["a_pix"], dtype=np.float64) * fr
+        src["b_pix"] = np.asarray(sources["b_pix"], dtype=np.float64) * fr
+        regs = sources_to_regions(src, system="image", only_masked=only_masked)
+        frame = {"image": "physical"}
+    else:
+        regs = sources_to_regions(sources, header=header, system=system, only_masked=only_masked)
+        # regions names FK5 'j2000'; DS9 reads both, CIAO's region library expects 'fk5'
+        frame = {"j2000": "fk5"}
     p = Path(path)
     with atomic_write(p) as tmp:
         if len(regs) == 0:
             tmp.write_text("# Region file format: DS9 astropy/regions\n# no sources\n", encoding="utf-8")
         else:
             text = regs.serialize(format="ds9")
-            # regions names FK5 'j2000'; DS9 reads both, CIAO's region library expects 'fk5'
-            lines = ["fk5" if ln.strip() == "j2000" else ln for ln in text.splitlines()]
+            lines = [frame.get(ln.strip(), ln) for ln in text.splitlines()]
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return p
 
@@ -622,3 +656,69 @@ def read_region_file(path: str | os.PathLike[str], *, point_colors: Sequence[str
         raise InputError(msg)
     t = Table(rows=rows, names=("x_pix", "y_pix", "a_pix", "b_pix", "angle_deg", "color", "kind"))
     return t
+
+
+def make_point_source_mask(counts: np.ndarray, header: fits.Header, *, catalog: Table | None = None,
+                           exposure: np.ndarray | None = None, background: np.ndarray | None = None,
+                           detect: bool = True, false_per_field: float = 1.0,
+                           cluster_center_xy: tuple[float, float] | None = None, core_radius_pix: float = 0.0,
+                           mask_core: bool = False, pointings: Sequence[tuple[float, float]] | None = None,
+                           psf_r90_arcsec: PsfModel = chandra_r90_arcsec, scale: float = 1.5,
+                           min_radius_arcsec: float = 2.0) -> tuple[Table, np.ndarray]:
+    """Catalogue sources united with xmine's own detections → source table and pixel mask, in one call.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Counts image (merged or single observation).
+    header : astropy.io.fits.Header
+        Its header (sky WCS; EXPOSURE and RA_PNT/DEC_PNT when present).
+    catalog : astropy.table.Table, optional
+        Catalogue rows (see :func:`catalog_point_sources`).
+    exposure, background : numpy.ndarray, optional
+        Exposure map and expected background counts for the detection; pixels
+        without exposure are masked too.
+    detect : bool, optional
+        Run :func:`xmine.detect.detect_sources` and add its point-like detections.
+    false_per_field : float, optional
+        Expected false detections per image.
+    cluster_center_xy : (float, float), optional
+        Cluster centre (0-based pixels); sources within ``core_radius_pix`` are flagged for review.
+    core_radius_pix : float, optional
+        Core radius; 0 flags nothing.
+    mask_core : bool, optional
+        Mask the flagged sources anyway.
+    pointings, psf_r90_arcsec, scale, min_radius_arcsec
+        See :func:`make_source_table`.
+
+    Returns
+    -------
+    sources : astropy.table.Table
+        :data:`SOURCE_COLUMNS`.
+    mask : numpy.ndarray
+        uint8, 1 = keep.
+    """
+    shape = (int(np.shape(counts)[0]), int(np.shape(counts)[1]))
+    kw: dict[str, Any] = {"pointings": pointings, "psf_r90_arcsec": psf_r90_arcsec, "scale": scale,
+                          "min_radius_arcsec": min_radius_arcsec, "shape": shape}
+    sources = catalog_point_sources(catalog, header=header, **kw) if catalog is not None else None
+    if detect:
+        from xmine.detect import detect_sources, detections_to_sources
+
+        optical_axis = None
+        if pointings:
+            w = image_wcs(header)
+            px, py = w.world_to_pixel_values(pointings[0][0], pointings[0][1])
+            optical_axis = (float(px), float(py))
+        det = detect_sources(counts, exposure=exposure, background=background, header=header,
+                             optical_axis_xy=optical_axis, psf_r90_arcsec=psf_r90_arcsec,
+                             false_per_field=false_per_field)
+        found = detections_to_sources(det, header=header, **kw)
+        sources = found if sources is None else combine_sources(sources, found)
+    if sources is None:
+        msg = "make_point_source_mask: nothing to mask; give catalog= or leave detect=True"
+        raise InputError(msg)
+    if cluster_center_xy is not None and core_radius_pix > 0:
+        sources = flag_core_sources(sources, center_x_pix=cluster_center_xy[0], center_y_pix=cluster_center_xy[1],
+                                    core_radius_pix=core_radius_pix, mask_core=mask_core)
+    return sources, make_mask(sources, shape, exposure=exposure)
