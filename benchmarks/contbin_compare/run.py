@@ -431,13 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     hdr = (f"{'case':26s} {'cb s':>7s} {'xm s':>6s} {'ratio':>6s} {'cb MB':>6s} {'xm MB':>6s} "
            f"{'cb n':>5s} {'xm n':>5s} {'ARI':>5s} {'agree':>6s} {'mirARI':>6s} {'mirAgr':>6s} "
            f"{'KSa':>5s} {'KSsn':>5s} {'mKSa':>5s} {'mKSsn':>5s} {'cb minSN':>8s} {'cb medSN':>8s} "
-           f"{'xm minSN':>8s} {'xm medSN':>8s} {'ties':>6s}")
+           f"{'xm minSN':>8s} {'xm medSN':>8s} {'ties':>6s} {'xmMir':>6s}")
     print(hdr)
     print("-" * len(hdr))
     for c in cases:
         cb = run_contbin(c.files, c.opts, mirror=False)
         cbm = None if args.no_mirror else run_contbin(c.files, c.opts, mirror=True)
         xm = run_xmine(c.files, c.opts)
+        xmm = run_xmine(c.files, c.opts, mirror=True, repeats=1)
+        xmir = matched_agreement(xmm["binmap"], xm["binmap"])
         a_cb, s_cb = bin_stats(cb["binmap"], c.files, c.opts)
         a_xm, s_xm = bin_stats(xm["binmap"], c.files, c.opts)
         ari = adjusted_rand_index(xm["binmap"], cb["binmap"])
@@ -455,14 +457,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{cb['max_rss_mb']:6.0f} {xm['mem_growth_mb']:6.0f} {len(a_cb):5d} {len(a_xm):5d} "
               f"{ari:5.3f} {agr:6.3f} {mari:6.3f} {magr:6.3f} {ks_distance(a_xm, a_cb):5.3f} "
               f"{ks_distance(s_xm, s_cb):5.3f} {mksa:5.3f} {mkss:5.3f} {s_cb.min():8.2f} {np.median(s_cb):8.2f} "
-              f"{s_xm.min():8.2f} {np.median(s_xm):8.2f} {ties:6.3f}", flush=True)
+              f"{s_xm.min():8.2f} {np.median(s_xm):8.2f} {ties:6.3f} {xmir:6.3f}", flush=True)
     print("columns: cb = contbin 1.7, xm = xmine (warm, best of 2); ratio = cb s / xm s; cb MB = contbin max RSS;")
     print("  xm MB = xmine RSS growth above its pre-call baseline; n = bins; ARI / agree = xmine vs contbin")
     print("  (adjusted Rand index; pixel agreement after one-to-one matching of bins by overlap);")
     print("  mirARI / mirAgr / mKSa / mKSsn = contbin on the mirrored image (mirrored back) vs contbin;")
     print("  KSa / KSsn = two-sample KS distance of per-bin area / S/N, xmine vs contbin;")
     print("  S/N of both maps computed by the same formula; ties = fraction of binned pixels whose")
-    print("  smoothed value equals another's (0 means the order is fully determined by values)")
+    print("  smoothed value equals another's (0 means the order is fully determined by values);")
+    print("  xmMir = xmine on the mirrored image (mirrored back) vs xmine, pixel agreement")
     return 0
 
 
