@@ -132,21 +132,24 @@ def _gauss(sigma: float) -> np.ndarray:
 
 
 def _large_scale(counts: np.ndarray, expo: np.ndarray, keep: np.ndarray, background: np.ndarray | None,
-                 sigma: float) -> np.ndarray:
-    """Exposure-weighted normalised convolution of the (background-subtracted) counts, on kept pixels."""
+                 sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exposure-weighted normalised convolution of the (background-subtracted) counts, on kept pixels.
+
+    Returns the smooth excess rate per unit exposure and the model (expected counts per pixel).
+    """
     excess = counts - background if background is not None else counts
     w = expo * keep
-    conv = _Convolver(counts.shape, (math.ceil(4 * sigma)))
+    conv = _Convolver(counts.shape, math.ceil(4 * sigma))
     fk = conv.kernel(_gauss(sigma))
     num = conv.apply(conv.transform(excess * keep), fk)
     den = conv.apply(conv.transform(w), fk)
     good = den > 1e-3 * max(float(den.max()), 1e-30)
     mean_rate = float((excess * keep).sum() / max(w.sum(), 1e-30))
-    rate = np.where(good, num / np.where(good, den, 1.0), mean_rate)
-    model = np.clip(rate, 0.0, None) * expo
+    rate = np.clip(np.where(good, num / np.where(good, den, 1.0), mean_rate), 0.0, None)
+    model = rate * expo
     if background is not None:
         model = model + background
-    return np.where(expo > 0, np.maximum(model, 1e-6 * max(mean_rate, 1e-12)), 0.0)
+    return rate, np.where(expo > 0, model, 0.0)
 
 
 def detect_sources(counts: np.ndarray, *, exposure: np.ndarray | None = None,
@@ -256,16 +259,27 @@ def detect_sources(counts: np.ndarray, *, exposure: np.ndarray | None = None,
 
     keep = valid.astype(np.float64)
     det = Table()
+    # the model is smooth on the scale of the apertures (bg_smooth_pix ≫ r), so its aperture sums are
+    # rate × (exposure summed over the aperture) [+ the background image's aperture sums]: computed once
+    fe = conv.transform(expo)
+    aper_expo = {s: conv.apply(fe, discs[s]) for s in scales}
+    aper_bkg = None
+    if bkg is not None:
+        fb = conv.transform(bkg)
+        aper_bkg = {s: conv.apply(fb, discs[s]) for s in scales}
+    candidates = {s: (aper_counts[s] >= min_counts) & (s <= scale_cap) for s in scales}
     for _ in range(n_iter):
-        model = _large_scale(c, expo, keep, bkg, bg_smooth_pix)
-        fm = conv.transform(model)
+        rate, model = _large_scale(c, expo, keep, bkg, bg_smooth_pix)
         best = np.zeros_like(c)
         best_scale = np.full(c.shape, scales[0])
         for s in scales:
-            b_s = conv.apply(fm, discs[s])
+            b_s = rate * aper_expo[s]
+            if aper_bkg is not None:
+                b_s = b_s + aper_bkg[s]
+            b_s = np.maximum(b_s, 1e-9)
             c_s = aper_counts[s]
             # only apertures with an excess can be significant; the rest keep p = 1
-            todo = (c_s >= min_counts) & (c_s > b_s + 1.0) & (s <= scale_cap)
+            todo = candidates[s] & (c_s > b_s + 1.0)
             lp = np.zeros_like(c)
             lp[todo] = poisson_logsf(c_s[todo], b_s[todo])
             better = lp < best
