@@ -223,3 +223,21 @@ def test_local_base_and_config(server, tmp_path):
     assert get_obsid_from_config(1479, cfg).evt2.name == "acisf01479N001_evt2.fits.gz"
     # simulate_sky's own layout (<out>/<obsid>/) is found too
     assert find_obsid(90101, tree / "byobsid" / "1").root == tree / "byobsid" / "1" / "90101"
+
+
+def test_disk_full_during_download_is_one_clear_line(server, tmp_path, monkeypatch):
+    import errno
+
+    import xmine.archive as archive
+
+    base, _ = server
+
+    def full(resp, f, chunk):
+        f.write(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive, "_copy_body", full)
+    with pytest.raises(InputError, match=r"obsid 1479: cannot write .*\.part \(No space left on device\); free some "
+                                         r"space"):
+        download_obsid(1479, tmp_path, base_url=base)
+    assert not (tmp_path / "9" / "1479" / "primary" / "acisf01479N001_evt2.fits.gz").exists()

@@ -86,3 +86,10 @@ def test_damaged_files(evt, tmp_path):
         read_events(noxy)
     with pytest.raises(InputError, match="chunk_rows"):
         read_events(path, chunk_rows=0)
+
+
+def test_no_events_after_filtering_is_a_clear_error(evt):
+    path, _ = evt
+    ev = read_events(path)
+    with pytest.raises(InputError, match=r"acisf90102N001_evt2.fits: filter: none of \d+ events pass .*ccds \(0, 1\)"):
+        filter_events(ev, ccds=(0, 1))

@@ -8,6 +8,7 @@ from xmine.errors import InputError
 from xmine.events import read_events
 from xmine.exposure import (
     ExposureMap,
+    arf_mean_area,
     coverage_reference,
     fit_chip_geometry,
     make_exposure_map,
@@ -129,3 +130,22 @@ def test_exposure_needs_chip_columns(shared_data):
     ev = read_events(shared_data / "events" / "chandra_m82_obs10027_subset.fits")
     with pytest.raises(InputError, match=r"chandra_m82_obs10027_subset.fits: .*chipx, chipy.*exposure map"):
         fit_chip_geometry(ev)
+
+
+def test_vignetting_and_effective_area(flat_sky, shared_data):
+    sim, events, _ = flat_sky
+    truth_v = true_exposure_map(sim, bin_px=16, vignetted=True)
+    header = image_header(events.wcs, xmin=truth_v.x0, ymin=truth_v.y0, binsize=16)
+    emap = make_exposure_map(events, header, truth_v.data.shape, vignetting=True)
+    assert emap.header["VIGNET"]
+    covered = truth_v.data > 0.3 * truth_v.data.max()
+    np.testing.assert_allclose(emap.data[covered], truth_v.data[covered], rtol=0.01)
+    area = arf_mean_area(shared_data / "spectra" / "3c186_obs9774" / "9774.arf", emin_kev=0.5, emax_kev=7.0)
+    assert 100 < area < 682  # cm², below the ARF's peak of 681.9
+    with_area = make_exposure_map(events, header, truth_v.data.shape, effective_area_cm2=area)
+    assert with_area.unit == "cm**2 s"
+    assert with_area.header["BUNIT"] == "cm**2 s"
+    _, h = rate_image(np.ones(truth_v.data.shape), with_area)
+    assert h["BUNIT"] == "photon/cm**2/s"
+    with pytest.raises(InputError, match="lies outside the ARF"):
+        arf_mean_area(shared_data / "spectra" / "3c186_obs9774" / "9774.arf", emin_kev=20, emax_kev=30)

@@ -84,6 +84,10 @@ def test_merge_refuses_mixed_instruments_and_bad_backgrounds(merger):
     with pytest.raises(InputError, match="background image 0 has shape"):
         merge_observations([a], ra_deg=ra, dec_deg=dec, size_pix=16, exposure=False,
                            backgrounds=[np.zeros((3, 3))])
+    ok = merge_observations([a, obs[1][0]], ra_deg=ra, dec_deg=dec, size_pix=16, exposure=False,
+                            backgrounds=[np.ones((16, 16)), np.full((16, 16), 2.0)])
+    assert ok.background is not None
+    np.testing.assert_allclose(ok.background, 3.0)
     with pytest.raises(InputError, match="no observations"):
         merge_observations([], ra_deg=ra, dec_deg=dec, size_pix=16)
 

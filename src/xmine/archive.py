@@ -369,8 +369,15 @@ def download_file(url: str, dest: str | os.PathLike[str], *, session: requests.S
                 mode = "ab" if resp.status_code == 206 else "wb"
                 if mode == "wb":
                     have = 0
-                with open(part, mode) as f:
-                    _copy_body(resp, f, chunk_bytes)
+                try:
+                    with open(part, mode) as f:
+                        _copy_body(resp, f, chunk_bytes)
+                except OSError as exc:
+                    if isinstance(exc, requests.RequestException):
+                        raise
+                    msg = (f"{what}: cannot write {part} ({exc.strerror or exc}); free some space or fix the "
+                           "folder's permissions, then run again to resume")
+                    raise InputError(msg) from exc
                 got = part.stat().st_size
                 if total is not None and got != total:
                     raise _RetryableError(f"received {got} of {total} bytes")

@@ -535,8 +535,18 @@ def filter_events(events: EventList, *, emin_kev: float | None = 0.5, emax_kev: 
     -------
     EventList
         The kept events; the cuts are added to ``selection`` (and so to ``provenance``).
+
+    Raises
+    ------
+    xmine.errors.InputError
+        If events were given but none pass: the message names the file and the cuts.
     """
     keep = selection_mask(events.columns, events.header, emin_kev=emin_kev, emax_kev=emax_kev, grades=grades,
                           status_zero=status_zero, ccds=ccds)
+    if len(events) and not keep.any():
+        src = str(events.path) if events.path else "events"
+        msg = (f"{src}: filter: none of {len(events)} events pass energy {emin_kev}-{emax_kev} keV, grades {grades}, "
+               f"status_zero={status_zero}, ccds {ccds}; widen the cuts or check the ccds of this observation")
+        raise InputError(msg)
     return events.subset(keep, emin_kev=emin_kev, emax_kev=emax_kev, grades=grades, status_zero=status_zero,
                          ccds=ccds)
