@@ -278,13 +278,21 @@ def _first(table: Table, names: Sequence[str]) -> str | None:
     return None
 
 
+def _floats(values: Any) -> np.ndarray:
+    """Float array of a (possibly masked) column, masked entries as NaN."""
+    return np.asarray(np.ma.filled(np.ma.asarray(values).astype(np.float64), np.nan), dtype=np.float64)
+
+
 def _as_bool(values: Any) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype == bool:
-        return arr
-    if arr.dtype.kind in "iuf":
-        return np.nan_to_num(arr.astype(float)) != 0
-    return np.array([str(v).strip().lower() in {"t", "true", "1", "y", "yes"} for v in arr], dtype=bool)
+    """Boolean array of a flag column (bool, 0/1, 'T'/'true'); masked entries are False."""
+    marr = np.ma.asarray(values)
+    if marr.dtype == bool:
+        return np.asarray(marr.filled(False), dtype=bool)
+    if marr.dtype.kind in "iuf":
+        return np.nan_to_num(_floats(marr)) != 0
+    mask = np.ma.getmaskarray(marr)
+    return np.array([not m and str(v).strip().lower() in {"t", "true", "1", "y", "yes"}
+                     for v, m in zip(marr.data, mask, strict=True)], dtype=bool)
 
 
 def catalog_point_sources(table: Table, *, header: fits.Header, exposure_s: float | None = None,
@@ -328,8 +336,8 @@ def catalog_point_sources(table: Table, *, header: fits.Header, exposure_s: floa
     if ra_c is None or dec_c is None:
         msg = f"{source}: no ra/dec columns (have {', '.join(table.colnames[:8])}…); pass a CSC, 4XMM or xmine table"
         raise InputError(msg)
-    ra = np.asarray(table[ra_c], dtype=np.float64)
-    dec = np.asarray(table[dec_c], dtype=np.float64)
+    ra = _floats(table[ra_c])
+    dec = _floats(table[dec_c])
     bad = ~(np.isfinite(ra) & np.isfinite(dec))
     if bad.any():
         msg = f"{source}: row {int(np.argmax(bad)) + 1} has no position (ra/dec missing); drop it or fill it"
@@ -342,18 +350,18 @@ def catalog_point_sources(table: Table, *, header: fits.Header, exposure_s: floa
         ext |= _as_bool(table[flag_c])
     size_c = _first(table, ("sc_extent", "extent"))
     if size_c:
-        ext |= np.nan_to_num(np.asarray(table[size_c], dtype=float)) > 0
+        ext |= np.nan_to_num(_floats(table[size_c])) > 0
     if names is not None and flag_c is None and size_c is None:
         ext |= np.array([n.endswith("X") for n in names], dtype=bool)
     counts = None
     cnt_c = _first(table, ("counts", "net_counts", "src_cnts_aper90_b", "src_cnts_aper_b"))
     flux_c = _first(table, ("flux_aper_b", "flux", "sc_ep_8_flux", "flux_aper90_b"))
     if cnt_c:
-        counts = np.asarray(table[cnt_c], dtype=np.float64)
+        counts = _floats(table[cnt_c])
     elif flux_c:
         texp = exposure_s if exposure_s is not None else header.get("EXPOSURE")
         if texp is not None and float(texp) > 0:
-            counts = np.asarray(table[flux_c], dtype=np.float64) * float(texp) / ecf_erg_cm2_per_count
+            counts = _floats(table[flux_c]) * float(texp) / ecf_erg_cm2_per_count
     return make_source_table(ra, dec, header=header, counts=counts, names=names, origin="catalog", extended=ext,
                              pointings=pointings, psf_r90_arcsec=psf_r90_arcsec, scale=scale,
                              min_radius_arcsec=min_radius_arcsec, shape=shape, source=source)
