@@ -92,4 +92,5 @@ def test_no_events_after_filtering_is_a_clear_error(evt):
     path, _ = evt
     ev = read_events(path)
     with pytest.raises(InputError, match=r"acisf90102N001_evt2.fits: filter: none of \d+ events pass .*ccds \(0, 1\)"):
-        filter_events(ev, ccds=(0, 1))
+        filter_events(ev, ccds=(0, 1), allow_empty=False)
+    assert len(filter_events(ev, ccds=(0, 1))) == 0

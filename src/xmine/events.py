@@ -513,7 +513,7 @@ def selection_mask(columns: Mapping[str, np.ndarray], header: fits.Header, *, em
 
 def filter_events(events: EventList, *, emin_kev: float | None = 0.5, emax_kev: float | None = 7.0,
                   grades: tuple[int, ...] | None = GOOD_GRADES, status_zero: bool = True,
-                  ccds: tuple[int, ...] | None = None) -> EventList:
+                  ccds: tuple[int, ...] | None = None, allow_empty: bool = True) -> EventList:
     """Return the events passing energy, grade, status and CCD cuts.
 
     Energies are compared in eV as ``emin <= energy <= emax``, both ends
@@ -530,6 +530,8 @@ def filter_events(events: EventList, *, emin_kev: float | None = 0.5, emax_kev: 
         Keep only events with all status bits clear.
     ccds : tuple of int or None
         CCD ids to keep, e.g. (0, 1, 2, 3) for ACIS-I.
+    allow_empty : bool
+        If False, no surviving events is an error (the pipeline's choice).
 
     Returns
     -------
@@ -539,11 +541,12 @@ def filter_events(events: EventList, *, emin_kev: float | None = 0.5, emax_kev: 
     Raises
     ------
     xmine.errors.InputError
-        If events were given but none pass: the message names the file and the cuts.
+        With ``allow_empty=False``, if events were given but none pass: the
+        message names the file and the cuts.
     """
     keep = selection_mask(events.columns, events.header, emin_kev=emin_kev, emax_kev=emax_kev, grades=grades,
                           status_zero=status_zero, ccds=ccds)
-    if len(events) and not keep.any():
+    if not allow_empty and len(events) and not keep.any():
         src = str(events.path) if events.path else "events"
         msg = (f"{src}: filter: none of {len(events)} events pass energy {emin_kev}-{emax_kev} keV, grades {grades}, "
                f"status_zero={status_zero}, ccds {ccds}; widen the cuts or check the ccds of this observation")
