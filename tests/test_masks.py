@@ -276,5 +276,10 @@ def test_bad_inputs(sim_field, tmp_path):
     with pytest.raises(InputError, match="no physical transform"):
         write_region_file(tmp_path / "x.reg", src, system="physical", header=fits.Header({"CRVAL1": 1.0}))
     assert not (tmp_path / "x.reg").exists()
+    bare = f["header"].copy()
+    del bare["RA_PNT"], bare["DEC_PNT"]
+    with pytest.raises(InputError, match="off-axis angles are unknown"):
+        catalog_point_sources(f["csc"], header=bare)
+    assert len(catalog_point_sources(f["csc"], header=bare, shape=SHAPE)) > 0
     with pytest.raises(InputError, match="nothing to mask"):
         make_point_source_mask(f["image"], f["header"], detect=False)

@@ -221,6 +221,10 @@ def make_source_table(ra_deg: np.ndarray, dec_deg: np.ndarray, *, header: fits.H
         shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
     ny, nx = shape
     if not pointings:
+        if nx <= 0 or ny <= 0:
+            msg = (f"{source}: no RA_PNT/DEC_PNT and no image size, so off-axis angles are unknown; "
+                   "pass pointings=[(ra_deg, dec_deg)] or shape=(ny, nx)")
+            raise InputError(msg)
         c = w.pixel_to_world_values((nx - 1) / 2.0, (ny - 1) / 2.0)
         pointings = [(float(c[0]), float(c[1]))]
     x, y = w.world_to_pixel_values(ra, dec) if n else (np.empty(0), np.empty(0))
