@@ -159,13 +159,16 @@ def test_growth_uses_four_neighbours_only():
     assert res.binmap[1, 1] != 0
 
 
-def test_equal_candidates_go_to_the_better_ranked_pixel():
-    # the seed's two neighbours have the same smoothed value; the one with more counts ranks first
+def test_equal_candidates_follow_contbin_edge_order_or_rank():
+    # the seed's two neighbours have the same smoothed value
     counts = np.array([[5, 30, 6]])
     smoothed = np.array([[4.0, 9.0, 4.0]])
+    # contbin: neighbours of the first edge pixel in the order up, left, right, down -> left wins
     res = make_contour_bins(counts, sn=5.0, smoothed=smoothed, noscrub=True)
-    assert res.binmap[0, 2] == 0
-    assert res.binmap[0, 0] == 1
+    np.testing.assert_array_equal(res.binmap, [[0, 0, 1]])
+    # symmetric: the better-ranked pixel (more counts) wins
+    res = make_contour_bins(counts, sn=5.0, smoothed=smoothed, noscrub=True, ties="symmetric")
+    np.testing.assert_array_equal(res.binmap, [[1, 0, 0]])
 
 
 def test_constraint_keeps_bins_compact():
@@ -222,7 +225,7 @@ def test_partition_connected_and_deterministic(seed, constrain):
 def test_mirror_image_gives_mirrored_bins(flip):
     img = cluster_image(40, seed=7, peak=20.0, floor=2.0)
     f = {"lr": np.fliplr, "ud": np.flipud, "transpose": np.transpose}[flip]
-    kw = dict(sn=9.0, smoothsn=9.0, constrainfill=True, constrainval=2.0)
+    kw = dict(sn=9.0, smoothsn=9.0, constrainfill=True, constrainval=2.0, ties="symmetric")
     a = make_contour_bins(img, **kw)
     b = make_contour_bins(np.ascontiguousarray(f(img)), **kw)
     np.testing.assert_array_equal(f(b.binmap), a.binmap)
@@ -361,6 +364,7 @@ def test_shape_mismatch_names_both_shapes(name):
     ({"constrainval": -1.0}, "constrainval"),
     ({"guarantee_sn": True, "noscrub": True}, "guarantee_sn"),
     ({"scrub_large": 2.0}, "scrub_large"),
+    ({"ties": "random"}, "ties: 'random'"),
     ({"bgexpmap": np.ones((16, 16))}, "bgexpmap: given without bg"),
 ])
 def test_bad_options(kw, pattern):

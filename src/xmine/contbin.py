@@ -45,17 +45,20 @@ What contbin does, and xmine with it
 Where xmine deliberately differs
 --------------------------------
 * **Ties are ordered stably.**  contbin orders equal smoothed values with
-  ``std::sort`` (unstable) and breaks growth ties by the order of its edge
-  list, so its bins change when the image is mirrored.  xmine gives every
-  unmasked pixel a rank: by smoothed value, then by the pixel's counts, then by
-  the counts in centred (2k+1)² boxes, k = 1, 2, 4, 8, 16 (larger first), then
-  by (y, x).  Seeds follow the rank; growth ties (equal distance to the
-  seed's value) and scrubbing ties go to the better-ranked pixel; equal-S/N
-  scrubbing ties to the older bin.  All keys but the last are invariant under
-  mirroring, flipping and transposing the image, so xmine's bins for a
-  mirrored image are the mirror of its bins, except where two tied pixels also
-  have identical box sums at every scale (a locally symmetric image) or where
-  floating-point rounding of a background-weighted sum differs (≈ 1e-16).
+  ``std::sort`` (unstable), so its seeds among equal values depend on the
+  sort's internals.  xmine gives every unmasked pixel a rank: by smoothed
+  value, then by the pixel's counts, then by the counts in centred
+  (2k+1)² boxes, k = 1, 2, 4, 8, 16 (larger first), then by (y, x); seeds
+  follow the rank.  All keys but the last are invariant under mirroring,
+  flipping and transposing the image.  Growth and scrubbing ties (equal
+  distance to the seed's value) follow contbin's own deterministic rule by
+  default (``ties="contbin"``: the bin pixel that joined first, then its
+  neighbours up, left, right, down), which reproduces contbin's bins;
+  ``ties="symmetric"`` gives them to the better-ranked pixel instead, and
+  then xmine's bins for a mirrored or transposed image are exactly the mirror
+  of its bins, except where two tied pixels also have identical box sums at
+  every scale (a locally symmetric image) or a background-weighted sum
+  rounds differently (≈ 1e-16).  Equal-S/N scrubbing ties go to the older bin.
 * **Accumulative smoothing is exact but fast.**  Disc sums come from row-wise
   prefix sums (O(R) per disc), and the first radius reaching ``smoothsn`` is
   found by a skip search that rejects whole ranges of radii with a rigorous
@@ -363,8 +366,10 @@ def _heap_push(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int, k: float,
 
 
 @njit(cache=True)
-def _heap_pop(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int) -> tuple[int, int]:
-    """Remove the smallest (key, tie); return (new size, its payload)."""
+def _heap_pop(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int) -> tuple[int, float, int, int]:
+    """Remove the smallest (key, tie); return (new size, key, tie, payload)."""
+    topk = hk[0]
+    topt = ht[0]
     top = hp[0]
     n -= 1
     if n > 0:
@@ -388,12 +393,12 @@ def _heap_pop(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int) -> tuple[i
         hk[i] = k
         ht[i] = t
         hp[i] = p
-    return n, top
+    return n, topk, topt, top
 
 
 # per-bin statistics columns
-_F, _N, _W, _B, _Q, _CX, _CY, _CW, _SEED = range(9)
-_NSTAT = 9
+_F, _N, _W, _B, _Q, _CX, _CY, _CW, _SEED, _NEXT = range(10)
+_NSTAT = 10
 
 
 @njit(cache=True)
@@ -411,7 +416,7 @@ def _bin_sn2(st: np.ndarray, b: int, has_bg: bool) -> float:
 
 @njit(cache=True)
 def _add_pixel(st: np.ndarray, b: int, p: int, nx: int, cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray,
-               q: np.ndarray, has_bg: bool, binmap: np.ndarray) -> None:
+               q: np.ndarray, has_bg: bool, binmap: np.ndarray, arrival: np.ndarray) -> None:
     c = cnt[p]
     st[b, _F] += c
     st[b, _N] += 1.0
@@ -426,6 +431,8 @@ def _add_pixel(st: np.ndarray, b: int, p: int, nx: int, cnt: np.ndarray, bgv: np
     st[b, _CY] += (p // nx) * cs
     st[b, _CW] += cs
     binmap[p] = b
+    arrival[p] = int(st[b, _NEXT])  # order of arrival in the bin: contbin's edge-list order
+    st[b, _NEXT] += 1.0
 
 
 @njit(cache=True)
@@ -466,7 +473,8 @@ def _constraint_margin(st: np.ndarray, b: int, p: int, nx: int, areas: np.ndarra
 @njit(cache=True)
 def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.ndarray, nx: int,
                cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
-               thr2: float, constrain: bool, cval2: float, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               thr2: float, constrain: bool, cval2: float, areas: np.ndarray,
+               contbin_ties: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seed and grow every bin (contbin's ``binner::do_binning``).
 
     Candidates wait in a heap keyed by (|s − aim|, rank).  With the constraint,
@@ -479,6 +487,8 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
     ny = npix // nx
     cval = math.sqrt(cval2)
     binmap = np.full(npix, -1, np.int32)
+    arrival = np.zeros(npix, np.int64)
+    tie = np.zeros(npix, np.int64)
     stamp = np.full(npix, -1, np.int32)
     hk = np.empty(npix)
     ht = np.empty(npix, np.int64)
@@ -508,7 +518,7 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
         nb += 1
         aim = s[seed]
         st[b, _SEED] = seed
-        _add_pixel(st, b, seed, nx, cnt, bgv, bgw, q, has_bg, binmap)
+        _add_pixel(st, b, seed, nx, cnt, bgv, bgw, q, has_bg, binmap, arrival)
         stamp[seed] = b
         hn = 0
         dn = 0
@@ -526,22 +536,24 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                 pp = yy * nx + xx
                 if valid[pp] and binmap[pp] < 0 and stamp[pp] != b:
                     stamp[pp] = b
-                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
+                    # contbin scans edge pixels in order of arrival, neighbours up, left, right, down
+                    tie[pp] = arrival[cur] * 4 + k if contbin_ties else rank[pp]
+                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), tie[pp], pp)
             if _bin_sn2(st, b, has_bg) >= thr2:
                 break
             # parked pixels that may have come inside the circle go back on offer
             while dn > 0 and dk[0] <= slack:
-                dn, pp = _heap_pop(dk, dt, dp, dn)
-                hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), rank[pp], pp)
+                dn, _, _, pp = _heap_pop(dk, dt, dp, dn)
+                hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), tie[pp], pp)
             got = -1
             while hn > 0:
-                hn, pp = _heap_pop(hk, ht, hp, hn)
+                hn, _, _, pp = _heap_pop(hk, ht, hp, hn)
                 if binmap[pp] >= 0:
                     continue
                 if constrain and not _constraint_ok(st, b, pp, nx, areas, cval2):
                     m = _constraint_margin(st, b, pp, nx, areas, cval)
                     thr = slack + m * (1.0 - 1e-9) - 1e-9
-                    dn = _heap_push(dk, dt, dp, dn, thr, rank[pp], pp)
+                    dn = _heap_push(dk, dt, dp, dn, thr, tie[pp], pp)
                     continue
                 got = pp
                 break
@@ -551,20 +563,21 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                 ox = st[b, _CX] / st[b, _CW]
                 oy = st[b, _CY] / st[b, _CW]
                 ocr = np.searchsorted(areas, st[b, _N], side="right") + 1
-            _add_pixel(st, b, got, nx, cnt, bgv, bgw, q, has_bg, binmap)
+            _add_pixel(st, b, got, nx, cnt, bgv, bgw, q, has_bg, binmap, arrival)
             if constrain:
                 ncx = st[b, _CX] / st[b, _CW]
                 ncy = st[b, _CY] / st[b, _CW]
                 ncr = np.searchsorted(areas, st[b, _N], side="right") + 1
                 slack += math.sqrt((ncx - ox) ** 2 + (ncy - oy) ** 2) * (1.0 + 1e-9) + cval * (ncr - ocr)
             cur = got
-    return binmap, st[:nb].copy()
+    return binmap, st[:nb].copy(), arrival
 
 
 @njit(cache=True)
 def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, nx: int,
               cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
-              constrain: bool, cval2: float, areas: np.ndarray, work: np.ndarray) -> bool:
+              constrain: bool, cval2: float, areas: np.ndarray, work: np.ndarray, arrival: np.ndarray,
+              contbin_ties: bool) -> bool:
     """Give the pixels of bin b to neighbouring bins; False if some could not be given away."""
     npix = s.shape[0]
     ny = npix // nx
@@ -613,19 +626,21 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
                 pp = yy * nx + xx
                 c = binmap[pp]
                 if c >= 0 and c != b:
-                    hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), rank[p] * nrank + rank[pp],
-                                    p * npix + pp)
+                    t = arrival[p] * 4 + k if contbin_ties else rank[p] * nrank + rank[pp]
+                    hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), t, p * npix + pp)
+    deft = np.empty(cap, np.int64)
     while st[b, _N] > 0:
         got = -1
         nd = 0
         while hn > 0:
-            hn, pay = _heap_pop(hk, ht, hp, hn)
+            hn, _, t, pay = _heap_pop(hk, ht, hp, hn)
             p = pay // npix
             pp = pay % npix
             if binmap[p] != b:
                 continue
             if constrain and not _constraint_ok(st, binmap[pp], pp, nx, areas, cval2):
                 defer[nd] = pay
+                deft[nd] = t
                 nd += 1
                 continue
             got = pay
@@ -635,18 +650,19 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
             got = defer[0]
             for i in range(1, nd):
                 defer[i - 1] = defer[i]
+                deft[i - 1] = deft[i]
             nd -= 1
         for i in range(nd):
             pay = defer[i]
             p = pay // npix
             pp = pay % npix
-            hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), rank[p] * nrank + rank[pp], pay)
+            hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), deft[i], pay)
         if got < 0:
             return False
         p = got // npix
         c = binmap[got % npix]
         _remove_pixel(st, b, p, cnt, bgv, bgw, q, has_bg, binmap)
-        _add_pixel(st, c, p, nx, cnt, bgv, bgw, q, has_bg, binmap)
+        _add_pixel(st, c, p, nx, cnt, bgv, bgw, q, has_bg, binmap, arrival)
         px = p % nx
         py = p // nx
         for k in range(4):
@@ -655,6 +671,7 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
             if 0 <= xx < nx and 0 <= yy < ny:
                 pp = yy * nx + xx
                 if binmap[pp] == b:
+                    t = arrival[pp] * 4 + (3 - k) if contbin_ties else rank[pp] * nrank + rank[p]
                     if hn >= hk.shape[0]:
                         hk2 = np.empty(2 * hk.shape[0])
                         ht2 = np.empty(2 * hk.shape[0], np.int64)
@@ -663,17 +680,17 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
                         ht2[:hn] = ht[:hn]
                         hp2[:hn] = hp[:hn]
                         hk, ht, hp = hk2, ht2, hp2
-                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - s[p]), rank[pp] * nrank + rank[p],
-                                    pp * npix + p)
+                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - s[p]), t, pp * npix + p)
         if defer.shape[0] < hk.shape[0]:
             defer = np.empty(hk.shape[0], np.int64)
+            deft = np.empty(hk.shape[0], np.int64)
     return True
 
 
 @njit(cache=True)
 def _scrub(st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, nx: int, cnt: np.ndarray,
            bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool, thr2: float, constrain: bool,
-           cval2: float, areas: np.ndarray, stuck: np.ndarray) -> int:
+           cval2: float, areas: np.ndarray, stuck: np.ndarray, arrival: np.ndarray, contbin_ties: bool) -> int:
     """One contbin scrubbing pass; returns the number of bins dissolved."""
     nb = st.shape[0]
     low = np.empty(nb, np.int64)
@@ -702,7 +719,7 @@ def _scrub(st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, 
         if best < 0:
             break
         if not _dissolve(best, st, binmap, s, rank, nx, cnt, bgv, bgw, q, has_bg, constrain, cval2, areas,
-                         work):
+                         work, arrival, contbin_ties):
             stuck[best] = True
         done += 1
         j = 0
@@ -1041,7 +1058,8 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
                       mask: np.ndarray | None = None, automask: bool = False, noscrub: bool = False,
                       binup: bool = False, scrub_large: float | None = None, guarantee_sn: bool = False,
                       exposure_s: float | None = None, bg_exposure_s: float | None = None,
-                      header: fits.Header | None = None, smoothed: np.ndarray | None = None) -> ContourBins:
+                      header: fits.Header | None = None, smoothed: np.ndarray | None = None,
+                      ties: str = "contbin") -> ContourBins:
     """Contour-bin a counts image as contbin 1.7 does (see the module docstring for the differences).
 
     Parameters
@@ -1081,6 +1099,13 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
         Image header; its celestial WCS gives the table's ``ra_deg``/``dec_deg``.
     smoothed : numpy.ndarray, optional
         A ready smoothed image (``--smoothed``), skipping the smoothing.
+    ties : {"contbin", "symmetric"}, optional
+        How growth and scrubbing break exact ties in smoothed-value distance.
+        ``"contbin"`` (default) follows contbin's edge-list order (the bin pixel
+        that joined first, then its neighbour up, left, right, down), which
+        reproduces contbin's bins; ``"symmetric"`` prefers the better-ranked
+        pixel, which makes the bins of a mirrored or transposed image the
+        mirror of these.  Seeds always follow the rank (see module docstring).
 
     Returns
     -------
@@ -1116,6 +1141,9 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
             raise InputError(msg)
     if scrub_large is not None and not (0 < scrub_large <= 1):
         msg = f"scrub_large: {scrub_large!r} must be a fraction in (0, 1] (or None to keep large bins)"
+        raise InputError(msg)
+    if ties not in ("contbin", "symmetric"):
+        msg = f"ties: {ties!r} is not one of 'contbin', 'symmetric'"
         raise InputError(msg)
     if guarantee_sn and noscrub:
         msg = "guarantee_sn=True needs scrubbing; drop noscrub=True"
@@ -1198,19 +1226,20 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
     vflat = valid.ravel()
     cntf = cnt.ravel()
     bgvf, bgwf, qf = (bgv.ravel(), bgw.ravel(), qq.ravel()) if has_bg else (bgv, bgw, qq)
-    binmap, st = _grow_bins(s, order, rank, vflat, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
-                            bool(constrainfill), cval2, areas)
+    cties = ties == "contbin"
+    binmap, st, arrival = _grow_bins(s, order, rank, vflat, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+                                 bool(constrainfill), cval2, areas, cties)
     n_grown = st.shape[0]
     stuck = np.zeros(n_grown, np.bool_)
     n_dissolved = 0
     n_unbinned_islands = 0
     if not noscrub:
         n_dissolved += _scrub(st, binmap, s, rank, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
-                              bool(constrainfill), cval2, areas, stuck)
+                              bool(constrainfill), cval2, areas, stuck, arrival, cties)
         if guarantee_sn:
             while True:
                 k = _scrub(st, binmap, s, rank, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
-                           bool(constrainfill), cval2, areas, stuck)
+                           bool(constrainfill), cval2, areas, stuck, arrival, cties)
                 n_dissolved += k
                 if k == 0:
                     break
@@ -1252,7 +1281,7 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
     params: dict[str, Any] = {
         "sn": float(sn), "smoothsn": float(smoothsn), "constrainfill": bool(constrainfill),
         "constrainval": float(constrainval), "automask": bool(automask), "noscrub": bool(noscrub),
-        "binup": bool(binup), "scrub_large": scrub_large, "guarantee_sn": bool(guarantee_sn),
+        "binup": bool(binup), "scrub_large": scrub_large, "guarantee_sn": bool(guarantee_sn), "ties": ties,
         "exposure_s": exposure_s, "bg_exposure_s": bg_exposure_s, "has_bg": has_bg,
         "has_expmap": exp_arr is not None, "has_bgexpmap": bgexp_arr is not None, "has_mask": mask is not None,
         "n_bins": len(table), "n_grown": int(n_grown), "n_dissolved": int(n_dissolved),
@@ -1414,7 +1443,7 @@ def run_contbin(image_path: Path | str, *, out_dir: Path | str, bg_path: Path | 
         else:
             options.pop(key, None)
     unknown = set(options) - {"sn", "smoothsn", "constrainfill", "constrainval", "automask", "noscrub",
-                              "binup", "scrub_large", "guarantee_sn", "smoothed"}
+                              "binup", "scrub_large", "guarantee_sn", "smoothed", "ties"}
     if unknown:
         msg = f"run_contbin: unknown option(s) {sorted(unknown)}; see make_contour_bins for the names"
         raise InputError(msg)
