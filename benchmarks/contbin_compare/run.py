@@ -175,6 +175,11 @@ def build_cases(quick: bool, only: list[str] | None) -> list[Case]:
                     continue
                 files, desc = simulated_inputs(npix, background=bg, expmap=bg, seed=1000 + npix)
                 add(name, files, desc, sn, bg)
+                if bg and npix == 512 and sn == 30:
+                    # contbin's usual call: background scaled by expmap / the background's EXPOSURE
+                    # keyword (no --bgexpmap); the scale varies per pixel, so the smoothed image has no ties
+                    add("sim512_bg_exp_nobgexp_sn30", {k: v for k, v in files.items() if k != "bgexpmap"},
+                        desc + " without --bgexpmap", sn, bg)
     g21 = SHARED / "images" / "chandra_g21.5-0.9_obs1838_img.fits"
     if g21.exists():
         add("g21.5_chandra_sn30", {"image": g21}, f"real: {g21.name}", 30, False)
