@@ -44,9 +44,12 @@ from xmine.store import Store
 __all__ = [
     "ACIS_FIELD_RADIUS_ARCMIN",
     "PointSourceSelection",
+    "SelectionResult",
     "Services",
     "clusters_from_file",
+    "load_observations",
     "observations_covering",
+    "run_selection",
     "select_clusters",
     "select_point_sources",
     "services_from_config",
@@ -476,3 +479,113 @@ def select_point_sources(store: Store, services: Services, clusters: Table, cove
 def to_arrow(table: Table) -> pa.Table:
     """Return a selection table as Arrow (units in field metadata)."""
     return vo.to_arrow(vo.clean_table(table))
+
+
+# ---------------------------------------------------------------------------- one call per CLI command
+@dataclass
+class SelectionResult:
+    """What ``xmine select clusters`` / ``xmine select pointsources`` produce.
+
+    Attributes
+    ----------
+    clusters, coverage : Table
+        Cluster candidates and their covering obsids.
+    point_sources : Table or None
+        Point sources per cluster and obsid (None when not asked).
+    files : list of Path
+        Tables and region files written.
+    """
+
+    clusters: Table
+    coverage: Table
+    point_sources: Table | None
+    files: list[Path]
+
+    def summary(self) -> tuple[list[str], list[list[Any]]]:
+        """Return ``(columns, rows)``: one row per cluster with its obsids and source counts."""
+        cols = ["cluster", "ra_deg", "dec_deg", "obsids", "point sources", "masked", "review"]
+        rows: list[list[Any]] = []
+        for c in self.clusters:
+            name = str(c["name"])
+            obsids = sorted({int(o) for o in self.coverage["obsid"][self.coverage["cluster"] == name]}) \
+                if len(self.coverage) else []
+            n = m = r = 0
+            if self.point_sources is not None and len(self.point_sources):
+                ps = self.point_sources[self.point_sources["cluster"] == name]
+                uniq = {str(v) for v in ps["name"][~ps["extended"]]}
+                n, m = len(uniq), len({str(v) for v in ps["name"][ps["masked"]]})
+                r = len({str(v) for v in ps["name"][ps["review"]]})
+            rows.append([name, float(c["ra_deg"]), float(c["dec_deg"]), " ".join(map(str, obsids)) or "-", n, m, r])
+        return cols, rows
+
+
+def _write_table(t: Table, path: Path) -> Path:
+    from xmine.store import atomic_write
+
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*has been deprecated in the VOUnit standard.*")
+        t.write(tmp, format="ascii.ecsv")
+    return path
+
+
+def run_selection(config: Any, *, out_dir: str | os.PathLike[str], clusters_file: str | os.PathLike[str] | None = None,
+                  point_sources: bool = True, refresh: bool = False, offline: bool | None = None,
+                  obs_tap: str | None = None, obs_table: str = "chandra.observations",
+                  min_significance: float = 3.0, min_ext_ml: float = 10.0, max_sum_flag: int = 0,
+                  field_radius_arcmin: float = 10.0, core_radius_arcsec: float | None = None,
+                  mask_core: bool = False) -> SelectionResult:
+    """Select clusters (or read the user's list), their obsids and, optionally, their point sources.
+
+    Writes ``clusters.ecsv``, ``observations.ecsv`` and (with ``point_sources``)
+    ``point_sources.ecsv`` plus ``<cluster>/<obsid>_pointsources.reg`` under ``out_dir``.
+    Catalogue queries are cached in the configuration's store.
+
+    Parameters
+    ----------
+    config : xmine.config.XmineConfig
+        Services, store, cache expiry and offline default, recipe folders.
+    out_dir : path-like
+        Output folder.
+    clusters_file : path-like, optional
+        Start from this list instead of the catalogues (see :func:`clusters_from_file`).
+    point_sources : bool, optional
+        Also list point sources and write region files.
+    refresh, offline : bool, optional
+        Cache behaviour (``offline`` defaults to ``cache.offline``).
+    obs_tap, obs_table : str, optional
+        The Chandra observation table (default: ``chandra.observations`` on the CSC TAP URL).
+    min_significance, min_ext_ml, max_sum_flag : optional
+        Cluster-candidate cuts (see :func:`select_clusters`).
+    field_radius_arcmin, core_radius_arcsec, mask_core : optional
+        Point-source options (see :func:`select_point_sources`).
+
+    Returns
+    -------
+    SelectionResult
+    """
+    from xmine.store import open_store
+
+    services = services_from_config(config, obs_tap=obs_tap, obs_table=obs_table)
+    off = config.cache.offline if offline is None else offline
+    out = Path(out_dir)
+    qdirs = list(config.project.query_dirs)
+    files: list[Path] = []
+    with open_store(config.project.store) as store:
+        if clusters_file is not None:
+            clusters = clusters_from_file(clusters_file)
+        else:
+            clusters = select_clusters(store, services, min_significance=min_significance, min_ext_ml=min_ext_ml,
+                                       max_sum_flag=max_sum_flag, refresh=refresh, offline=off, query_dirs=qdirs)
+        obs = load_observations(store, services, refresh=refresh, offline=off, query_dirs=qdirs)
+        coverage = observations_covering(clusters, obs)
+        files.append(_write_table(clusters, out / "clusters.ecsv"))
+        files.append(_write_table(coverage, out / "observations.ecsv"))
+        sources = None
+        if point_sources:
+            sel = select_point_sources(store, services, clusters, coverage, out_dir=out,
+                                       field_radius_arcmin=field_radius_arcmin, core_radius_arcsec=core_radius_arcsec,
+                                       mask_core=mask_core, refresh=refresh, offline=off)
+            sources = sel.sources
+            files.append(_write_table(sources, out / "point_sources.ecsv"))
+            files.extend(sel.region_files)
+    return SelectionResult(clusters=clusters, coverage=coverage, point_sources=sources, files=files)

@@ -178,3 +178,21 @@ def test_no_coverage_warns():
         warnings.simplefilter("error")
         with pytest.raises(NoResultsWarning):
             select.select_point_sources(None, None, clusters, cov, out_dir=".")
+
+
+@pytest.mark.integration
+def test_run_selection_from_config(dachs, tmp_path):
+    from xmine.config import load_config
+
+    env = {"XMINE_SERVICES__CSC21__TAP_URL": dachs["tap"], "XMINE_SERVICES__XMM__TAP_URL": dachs["tap"],
+           "XMINE_SERVICES__XMM__TABLE": "xmmssc.catalogue", "XMINE_PROJECT__STORE": str(tmp_path / "x.duckdb")}
+    config = load_config(environ=env)
+    res = select.run_selection(config, out_dir=tmp_path / "sel")
+    cols, rows = res.summary()
+    assert len(rows) == 8
+    assert all(r[3] != "-" for r in rows)
+    assert (tmp_path / "sel" / "clusters.ecsv").exists()
+    assert (tmp_path / "sel" / "point_sources.ecsv").exists()
+    assert sum(f.suffix == ".reg" for f in res.files) == 12
+    again = select.run_selection(config, out_dir=tmp_path / "sel2", offline=True)
+    assert again.summary() == (cols, rows)
