@@ -28,7 +28,8 @@ from typing import Any
 from xmine.catalogs import bundled_dir
 from xmine.errors import InputError
 
-__all__ = ["Identifier", "Recipe", "bound_sql", "find_recipe", "load_recipe", "recipe_names", "render_adql"]
+__all__ = ["Identifier", "Recipe", "bound_sql", "find_recipe", "load_recipe", "parse_params", "recipe_names",
+           "render_adql", "sql_text"]
 
 _PARAM_RE = re.compile(r"('(?:[^']|'')*')|(\"(?:[^\"]|\"\")*\")|(--[^\n]*)|(::)|(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -174,3 +175,35 @@ def bound_sql(recipe: Recipe, params: Mapping[str, Any]) -> tuple[str, dict[str,
     _check_params(recipe, params)
     text, names = bind_sql(recipe.text)
     return text, {n: params[n] for n in names}
+
+
+def sql_text(name_or_sql: str, extra_dirs: Iterable[Path] = ()) -> str:
+    """Return the text of a SQL recipe given by name, or ``name_or_sql`` itself when it is a query."""
+    s = name_or_sql.strip()
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", s) and not s.upper().startswith(("SELECT", "WITH", "FROM")):
+        recipe = load_recipe(s, extra_dirs)
+        if recipe.kind != "sql":
+            msg = f"recipe {recipe.name} is ADQL; run it with xmine query tap --recipe {recipe.name}"
+            raise InputError(msg)
+        return recipe.text
+    return name_or_sql
+
+
+def parse_params(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``name=value`` strings (from the command line): integers, then floats, else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            msg = f"parameter {item!r} is not name=value"
+            raise InputError(msg)
+        value: Any
+        try:
+            value = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = raw
+        out[name] = value
+    return out

@@ -196,3 +196,15 @@ def test_run_selection_from_config(dachs, tmp_path):
     assert sum(f.suffix == ".reg" for f in res.files) == 12
     again = select.run_selection(config, out_dir=tmp_path / "sel2", offline=True)
     assert again.summary() == (cols, rows)
+
+
+def test_sql_text_and_params(tmp_path):
+    from xmine.recipes import parse_params, sql_text
+
+    assert "FROM provenance" in sql_text("cache_summary")
+    assert sql_text("SELECT 1") == "SELECT 1"
+    with pytest.raises(InputError, match="is ADQL"):
+        sql_text("csc21_extended")
+    assert parse_params(["a=1", "b=2.5", "c=csc21"]) == {"a": 1, "b": 2.5, "c": "csc21"}
+    with pytest.raises(InputError, match="not name=value"):
+        parse_params(["oops"])
