@@ -149,3 +149,15 @@ def test_vignetting_and_effective_area(flat_sky, shared_data):
     assert h["BUNIT"] == "photon/cm**2/s"
     with pytest.raises(InputError, match="lies outside the ARF"):
         arf_mean_area(shared_data / "spectra" / "3c186_obs9774" / "9774.arf", emin_kev=20, emax_kev=30)
+
+
+def test_geometry_on_real_acis_i_events(shared_data):
+    """ObsID 1479 (1,306 real events on I0-I3): chips are mirrored on the sky, the fit is good to a pixel fraction."""
+    ev = read_events(shared_data / "events" / "chandra_obs1479_acis_subset" / "acis_evt2.fits.gz", columns=None)
+    geo = fit_chip_geometry(ev)
+    assert geo.ccds == (0, 1, 2, 3)
+    for c in geo.ccds:
+        assert np.linalg.det(geo.linear[c]) == pytest.approx(-1.0, abs=0.03)  # chip axes flipped relative to sky
+    assert geo.rms_pix < 0.4
+    # the dither (16″ peak to peak = 32.5 pixels, plus aspect wander) is seen in the track
+    assert 25 < np.ptp(geo.track[:, 0]) < 60

@@ -18,8 +18,8 @@ pixel, an affine map plus a time-dependent shift::
     (x, y) = L_ccd · (chipx, chipy) + c_ccd + δ(t)
 
 where ``δ(t)`` is the dither/aspect offset, common to all CCDs. xmine fits
-``L_ccd, c_ccd`` (6 numbers per CCD) and ``δ`` (per block of a few frames,
-linearly interpolated between blocks) by alternating least squares on all
+``L_ccd, c_ccd`` (6 numbers per CCD) and ``δ`` (a linear spline with knots
+every few frames and a small curvature penalty) by alternating least squares on all
 events, then uses the fitted chip geometry and offset track. Nothing from
 CALDB or the aspect solution file is needed; what the events cannot tell is
 listed below.
@@ -45,8 +45,8 @@ Approximations (not a CIAO ``mkexpmap``)
   least ``floor``), energy independent; real HRMA vignetting depends on
   energy and azimuth.
 * The chip→sky map is affine per CCD (no optical distortion inside a chip);
-  the offset track is smoothed over blocks of a few frames (≥ 40 events per
-  block), so aspect jitter faster than that is averaged.
+  the offset track is a linear spline with knots every 1–16 frames (≈ 20
+  events per knot interval), so aspect jitter faster than that is averaged.
 
 A user's CIAO exposure map (cm² s, from ``fluximage``/``mkexpmap``) can be
 loaded with :func:`read_exposure_map` and is used as it is.
@@ -98,13 +98,13 @@ class ChipGeometry:
     offset : dict of int to numpy.ndarray
         Per CCD the shift ``c`` (sky pixels) at zero dither.
     track_time : numpy.ndarray
-        Block centres (s) of the offset track.
+        Knot times (s) of the offset track.
     track : numpy.ndarray
-        ``(n, 2)`` sky offsets δ (pixels) at ``track_time``; weighted mean 0.
+        ``(n, 2)`` sky offsets δ (pixels) at ``track_time`` (linear in between); mean 0 over the events.
     rms_pix : float
         RMS residual of the fit (≈ 0.29 for pixel-randomised positions).
     frames_per_block : int
-        Frames per block of the track.
+        Frames between knots of the track.
     """
 
     ccds: tuple[int, ...]
@@ -170,19 +170,55 @@ def _frame_origin(events: EventList, gtis: Mapping[int, np.ndarray]) -> float:
     return float(events.header.get("TSTART", np.min(events["time"])))
 
 
-def fit_chip_geometry(events: EventList, *, min_events_per_block: int = 40, max_frames_per_block: int = 32,
-                      n_iter: int = 30) -> ChipGeometry:
+def _spline_normal(k: np.ndarray, w: np.ndarray, nknots: int, smooth: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Banded normal matrix (upper form for ``solveh_banded``) of a linear spline plus a curvature penalty."""
+    a = 1.0 - w
+    diag = np.bincount(k, weights=a * a, minlength=nknots) + np.bincount(k + 1, weights=w * w, minlength=nknots)
+    off1 = np.bincount(k, weights=a * w, minlength=nknots)[: nknots - 1].astype(np.float64)
+    off2 = np.zeros(max(nknots - 2, 0))
+    if nknots >= 3 and smooth > 0:
+        # smooth × Σ (δ[j-1] − 2 δ[j] + δ[j+1])²
+        d = np.zeros(nknots)
+        d[:-2] += 1.0
+        d[1:-1] += 4.0
+        d[2:] += 1.0
+        diag = diag + smooth * d
+        o1 = np.zeros(nknots - 1)
+        o1[:-1] += -2.0
+        o1[1:] += -2.0
+        off1 = off1 + smooth * o1
+        off2 = off2 + smooth
+    diag = diag + 1e-9 * max(float(diag.max()), 1.0)
+    ab = np.zeros((3, nknots))
+    ab[2] = diag
+    ab[1, 1:] = off1
+    if nknots >= 3:
+        ab[0, 2:] = off2
+    return ab, a, w
+
+
+def fit_chip_geometry(events: EventList, *, min_events_per_knot: int = 20, max_frames_per_knot: int = 16,
+                      smooth: float = 1.0, n_iter: int = 30) -> ChipGeometry:
     """Fit the per-CCD chip→sky affine maps and the common dither/aspect offset track.
+
+    The track ``δ(t)`` is a linear spline with knots every few frames (so that
+    a knot interval holds about ``min_events_per_knot`` events, at most
+    ``max_frames_per_knot`` frames), fitted by least squares with a small
+    curvature penalty ``smooth · Σ (Δ²δ)²`` that carries it across sparse
+    stretches. The affine maps and the track are solved alternately.
 
     Parameters
     ----------
     events : EventList
         Events with ``time ccd_id chipx chipy x y`` (all grades and energies
         may be used: more events, a better track).
-    min_events_per_block : int
-        Frames are grouped into blocks with at least this many events on average.
-    max_frames_per_block : int
-        Upper limit of the block length.
+    min_events_per_knot : int
+        Knots are placed so that each interval holds about this many events on average.
+    max_frames_per_knot : int
+        Upper limit of the knot spacing, in frames.
+    smooth : float
+        Weight of the curvature penalty, in units of one event's squared residual.
     n_iter : int
         Alternating least-squares iterations (stops earlier when converged).
 
@@ -190,6 +226,8 @@ def fit_chip_geometry(events: EventList, *, min_events_per_block: int = 40, max_
     -------
     ChipGeometry
     """
+    from scipy.linalg import solveh_banded
+
     _need(events, ("time", "ccd_id", "chipx", "chipy", "x", "y"), "an exposure map from the events")
     src = str(events.path) if events.path else "events"
     n = len(events)
@@ -204,21 +242,24 @@ def fit_chip_geometry(events: EventList, *, min_events_per_block: int = 40, max_
     y = np.asarray(events["y"], dtype=np.float64)
     timedel = float(events.header.get("TIMEDEL", 3.24104))
     t0 = float(t.min())
-    frame = np.floor((t - t0) / timedel + 1e-6).astype(np.int64)
-    nframes = int(frame.max()) + 1
+    span = float(t.max()) - t0
+    nframes = int(np.floor(span / timedel + 1e-6)) + 1
     per_frame = n / nframes
-    fpb = int(np.clip(np.ceil(min_events_per_block / max(per_frame, 1e-9)), 1, max_frames_per_block))
-    block = frame // fpb
-    nblocks = int(block.max()) + 1
-    counts = np.bincount(block, minlength=nblocks).astype(np.float64)
+    fpk = int(np.clip(np.ceil(min_events_per_knot / max(per_frame, 1e-9)), 1, max_frames_per_knot))
+    h = fpk * timedel
+    nknots = int(np.floor(span / h)) + 2
+    pos = (t - t0) / h
+    k = np.minimum(np.floor(pos).astype(np.int64), nknots - 2)
+    w = pos - k
+    ab, wa, wb = _spline_normal(k, w, nknots, smooth)
     ccds = tuple(int(c) for c in np.unique(ccd))
     sel = {c: np.nonzero(ccd == c)[0] for c in ccds}
     for c, idx in sel.items():
         if idx.size < 20:
             msg = f"{src}: CCD {c} has only {idx.size} events; cannot fit its footprint (drop it with ccds=)"
             raise InputError(msg)
-    dx = np.zeros(nblocks)
-    dy = np.zeros(nblocks)
+    dx = np.zeros(nknots)
+    dy = np.zeros(nknots)
     linear: dict[int, np.ndarray] = {}
     offset: dict[int, np.ndarray] = {}
     rx = np.zeros(n)
@@ -228,40 +269,38 @@ def fit_chip_geometry(events: EventList, *, min_events_per_block: int = 40, max_
     for c, idx in sel.items():
         a = np.column_stack([u[idx], v[idx], np.ones(idx.size)])
         design[c] = (a, np.linalg.inv(a.T @ a))
+
+    def at_events(d: np.ndarray) -> np.ndarray:
+        return wa * d[k] + wb * d[k + 1]
+
+    ex, ey = at_events(dx), at_events(dy)
     for _ in range(n_iter):
         for c, idx in sel.items():
             a, inv = design[c]
-            bx = x[idx] - dx[block[idx]]
-            by = y[idx] - dy[block[idx]]
-            px = inv @ (a.T @ bx)
-            py = inv @ (a.T @ by)
+            px = inv @ (a.T @ (x[idx] - ex[idx]))
+            py = inv @ (a.T @ (y[idx] - ey[idx]))
             linear[c] = np.array([[px[0], px[1]], [py[0], py[1]]])
             offset[c] = np.array([px[2], py[2]])
             rx[idx] = x[idx] - a @ px
             ry[idx] = y[idx] - a @ py
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ndx = np.where(counts > 0, np.bincount(block, weights=rx, minlength=nblocks) / counts, np.nan)
-            ndy = np.where(counts > 0, np.bincount(block, weights=ry, minlength=nblocks) / counts, np.nan)
-        ok = np.isfinite(ndx)
-        mx = float(np.sum(ndx[ok] * counts[ok]) / counts[ok].sum())
-        my = float(np.sum(ndy[ok] * counts[ok]) / counts[ok].sum())
-        ndx, ndy = ndx - mx, ndy - my
-        centers = np.nonzero(ok)[0]
-        ndx = np.interp(np.arange(nblocks), centers, ndx[ok])
-        ndy = np.interp(np.arange(nblocks), centers, ndy[ok])
+        new = []
+        for r in (rx, ry):
+            rhs = np.bincount(k, weights=wa * r, minlength=nknots) + np.bincount(k + 1, weights=wb * r,
+                                                                                   minlength=nknots)
+            new.append(solveh_banded(ab, rhs))
+        ndx, ndy = new
+        nex, ney = at_events(ndx), at_events(ndy)
+        mx, my = float(nex.mean()), float(ney.mean())
+        ndx, ndy, nex, ney = ndx - mx, ndy - my, nex - mx, ney - my
         change = float(max(np.max(np.abs(ndx - dx)), np.max(np.abs(ndy - dy))))
-        dx, dy = ndx, ndy
+        dx, dy, ex, ey = ndx, ndy, nex, ney
         if change < 1e-3:
             break
-    resid = np.hypot(rx - dx[block], ry - dy[block])
-    rms = float(np.sqrt(np.mean(resid ** 2) / 2.0))
-    # block centre times: mean event time of the block where there are events
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tb = np.bincount(block, weights=t, minlength=nblocks) / counts
-    nominal = t0 + (np.arange(nblocks) + 0.5) * fpb * timedel
-    tb = np.where(counts > 0, tb, nominal)
-    return ChipGeometry(ccds=ccds, linear=linear, offset=offset, track_time=tb, track=np.column_stack([dx, dy]),
-                        rms_pix=rms, frames_per_block=fpb)
+    resid2 = (rx - ex) ** 2 + (ry - ey) ** 2
+    rms = float(np.sqrt(np.mean(resid2) / 2.0))
+    knots_t = t0 + h * np.arange(nknots)
+    return ChipGeometry(ccds=ccds, linear=linear, offset=offset, track_time=knots_t,
+                        track=np.column_stack([dx, dy]), rms_pix=rms, frames_per_block=fpk)
 
 
 @njit(cache=True)
