@@ -104,6 +104,7 @@ def test_no_flare_loses_no_time_beyond_chance(tmp_path):
     p = np.clip(lo + hi, 0, 1)
     expected, spread = p.sum(), np.sqrt(np.sum(p * (1 - p)))
     n_clipped = int((~res.good).sum())
+    assert res.chance_clip_fraction == pytest.approx(expected / len(lc), rel=0.05)
     assert n_clipped <= expected + 3 * spread + 1, (n_clipped, expected, spread)
     # clipped bins are scattered, not a flare-like run
     assert max((f.t_stop - f.t_start for f in res.flares), default=0.0) <= 2 * lc.bin_s + 1e-6
