@@ -174,3 +174,37 @@ def test_gti_arithmetic_against_brute_force():
         in_b = ((t[:, None] >= b[:, 0]) & (t[:, None] < b[:, 1])).any(axis=1)
         np.testing.assert_array_equal(time_mask(t, a), in_a)
         np.testing.assert_array_equal(time_mask(t, intersect_gti(a, b)), in_a & in_b)
+
+
+def test_source_free_from_a_mask_image_equals_circles(flared):
+    from xmine.images import make_counts_image
+
+    _, events, _, _, truth_file = flared
+    src = fits.getdata(truth_file, "SOURCES")
+    cluster = src[src["kind"] == "cluster"][0]
+    _, header = make_counts_image(events, xmin=3000.5, ymin=3000.5, shape=(1024, 1024), binsize=2.0)
+    # image pixel centres (1-based i) sit at physical 3000.5 + 2 (i - 0.5)
+    px = 3000.5 + 2.0 * (np.arange(1024) + 0.5)
+    mask = (px[None, :] - cluster["x"]) ** 2 + (px[:, None] - cluster["y"]) ** 2 <= 300.0 ** 2
+    by_mask = source_free(events, mask=mask, mask_header=header)
+    by_circle = source_free(events, circles=[(cluster["x"], cluster["y"], 300.0)])
+    # the two agree except within a pixel of the circle's edge
+    r = np.hypot(events["x"] - cluster["x"], events["y"] - cluster["y"])
+    far = np.abs(r - 300.0) > 1.5
+    np.testing.assert_array_equal(by_mask[far], by_circle[far])
+    assert (~by_mask).sum() > 1000
+
+
+def test_full_disk_leaves_no_gti_file(flared, tmp_path, monkeypatch):
+    import errno
+
+    _, events, keep, _, _ = flared
+    res = deflare(make_light_curve(events, keep=keep))
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_gti(tmp_path / "gti.fits", res.gti, result=res)
+    assert list(tmp_path.iterdir()) == []
