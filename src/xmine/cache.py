@@ -162,7 +162,7 @@ def _expired(prov: Mapping[str, Any], now: _dt.datetime | None = None) -> bool:
         return False
     if exp.tzinfo is None:
         exp = exp.replace(tzinfo=_dt.UTC)
-    return exp <= (now or _now())
+    return bool(exp <= (now or _now()))
 
 
 # ---------------------------------------------------------------------------- read / write tables
@@ -681,4 +681,4 @@ def index_table(store: Store, name: str, *, ra_col: str = "ra", dec_col: str = "
             _comment_columns(con, name, arrow.schema)
     finally:
         store.con.unregister(view)
-    return arrow.num_rows
+    return int(arrow.num_rows)

@@ -131,7 +131,7 @@ def _col(t: Table, *names: str) -> str:
     low = {c.lower(): c for c in t.colnames}
     for n in names:
         if n.lower() in low:
-            return low[n.lower()]
+            return str(low[n.lower()])
     msg = f"table has none of the columns {', '.join(names)} (it has {', '.join(t.colnames)})"
     raise InputError(msg)
 

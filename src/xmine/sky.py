@@ -240,7 +240,7 @@ class SkyIndex:
 def _sep_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
     d1, d0 = np.radians(dec), math.radians(dec0)
     h = np.sin((d1 - d0) / 2) ** 2 + np.cos(d1) * math.cos(d0) * np.sin(np.radians(ra - ra0) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
+    return np.asarray(np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))), dtype=float)
 
 
 # ---------------------------------------------------------------------------- cross-match
@@ -310,8 +310,8 @@ def _col(table: Any, name: str) -> np.ndarray:
     if isinstance(table, pa.Table):
         col = table.column(name)
         if pa.types.is_floating(col.type):
-            return col.fill_null(np.nan).to_numpy(zero_copy_only=False)
-        return col.to_numpy(zero_copy_only=False)
+            return np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False))
+        return np.asarray(col.to_numpy(zero_copy_only=False))
     data = table[name]
     if getattr(data, "mask", None) is not None and np.ma.getmaskarray(data).any():
         return np.ma.filled(np.ma.asarray(data, dtype=float), np.nan)

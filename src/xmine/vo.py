@@ -349,7 +349,7 @@ def angular_sep_deg(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
     """Great-circle distance in degrees (haversine; arrays broadcast)."""
     r1, d1, r2, d2 = (np.radians(np.asarray(x, dtype=float)) for x in (ra1, dec1, ra2, dec2))
     h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
+    return np.asarray(np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))), dtype=float)
 
 
 def _refine(table: Table, q: AdqlQuery) -> Table:
@@ -464,10 +464,10 @@ class _Session(requests.Session):
 
         self._responses: list[requests.Response] = []
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override,unused-ignore]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout_s
-        response = super().request(method, url, *args, **kwargs)
+        response = super().request(method, url, *args, **kwargs)  # type: ignore[arg-type,unused-ignore]
         # pyvo streams responses and does not always close them (job creation): close them with the session
         self._responses.append(response)
         return response
