@@ -353,8 +353,8 @@ def download_file(url: str, dest: str | os.PathLike[str], *, session: requests.S
                 if resp.status_code == 416 and have:
                     # the part may already be complete; ask for the size
                     head = s.head(url, timeout=timeout_s, allow_redirects=True)
-                    size = head.headers.get("Content-Length")
-                    if size is not None and size.isdigit() and int(size) == have:
+                    remote_size = head.headers.get("Content-Length")
+                    if remote_size is not None and remote_size.isdigit() and int(remote_size) == have:
                         break
                     part.unlink()
                     raise _RetryableError("range not satisfiable; restarting the file")

@@ -166,7 +166,7 @@ def _open_stream(p: Path) -> IO[bytes]:
     with open(p, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(p, "rb")
+        return gzip.GzipFile(p, "rb")  # type: ignore[return-value]  # a binary stream like any other
     return open(p, "rb")
 
 
@@ -179,7 +179,7 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
 
 def _read_header(f: IO[bytes]) -> fits.Header | None:
     """Read one header (None at a clean end of file)."""
-    blocks = []
+    blocks: list[bytes] = []
     while True:
         block = f.read(_BLOCK)
         if not block and not blocks:
@@ -447,7 +447,8 @@ def _read_event_rows(f: IO[bytes], h: fits.Header, p: Path, columns: tuple[str, 
         elif parts[name]:
             out[name] = np.concatenate(parts[name])
         else:
-            dtype = np.dtype(np.uint32) if name == "status" else np.dtype(dt.fields[name][0]).newbyteorder("=")
+            fields: Mapping[str, Any] = dt.fields or {}
+            dtype = np.dtype(np.uint32) if name == "status" else np.dtype(fields[name][0]).newbyteorder("=")
             out[name] = np.zeros(0, dtype=dtype)
     return out
 

@@ -174,8 +174,9 @@ def _spline_normal(k: np.ndarray, w: np.ndarray, nknots: int, smooth: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Banded normal matrix (upper form for ``solveh_banded``) of a linear spline plus a curvature penalty."""
     a = 1.0 - w
-    diag = np.bincount(k, weights=a * a, minlength=nknots) + np.bincount(k + 1, weights=w * w, minlength=nknots)
-    off1 = np.bincount(k, weights=a * w, minlength=nknots)[: nknots - 1].astype(np.float64)
+    diag: np.ndarray = (np.bincount(k, weights=a * a, minlength=nknots)
+                        + np.bincount(k + 1, weights=w * w, minlength=nknots)).astype(np.float64)
+    off1: np.ndarray = np.bincount(k, weights=a * w, minlength=nknots)[: nknots - 1].astype(np.float64)
     off2 = np.zeros(max(nknots - 2, 0))
     if nknots >= 3 and smooth > 0:
         # smooth × Σ (δ[j-1] − 2 δ[j] + δ[j+1])²
@@ -271,7 +272,7 @@ def fit_chip_geometry(events: EventList, *, min_events_per_knot: int = 20, max_f
         design[c] = (a, np.linalg.inv(a.T @ a))
 
     def at_events(d: np.ndarray) -> np.ndarray:
-        return wa * d[k] + wb * d[k + 1]
+        return np.asarray(wa * d[k] + wb * d[k + 1])
 
     ex, ey = at_events(dx), at_events(dy)
     for _ in range(n_iter):
@@ -318,8 +319,9 @@ def _cumulative_lookup(f: np.ndarray, g0x: float, g0y: float, step: float, a: fl
     ib = int(fb)
     wa = fa - ia
     wb = fb - ib
-    return ((1.0 - wa) * (1.0 - wb) * f[ia, ib] + wa * (1.0 - wb) * f[ia + 1, ib]
-            + (1.0 - wa) * wb * f[ia, ib + 1] + wa * wb * f[ia + 1, ib + 1])
+    value: float = ((1.0 - wa) * (1.0 - wb) * f[ia, ib] + wa * (1.0 - wb) * f[ia + 1, ib]
+                    + (1.0 - wa) * wb * f[ia, ib + 1] + wa * wb * f[ia + 1, ib + 1])
+    return value
 
 
 @njit(cache=True)
@@ -524,7 +526,7 @@ def _vignetting_grid(events: EventList, grid_to_sky: np.ndarray, shape: tuple[in
         ox, oy = events.wcs.all_world2pix([[float(ra0), float(dec0)]], 1)[0]
     pix_arcmin = abs(float(events.wcs.wcs.cdelt[0])) * 60.0
     theta = np.hypot(sx - ox, sy - oy) * pix_arcmin
-    return np.clip(1.0 - slope * theta, floor, 1.0)
+    return np.asarray(np.clip(1.0 - slope * theta, floor, 1.0))
 
 
 def coverage_reference(events: EventList, geometry: ChipGeometry, ccd: int, sky_x: np.ndarray, sky_y: np.ndarray,
@@ -539,6 +541,8 @@ def coverage_reference(events: EventList, geometry: ChipGeometry, ccd: int, sky_
     dtcor = dead_time_correction(events.header)
     own = events.gti or {-1: np.array([[float(events.header["TSTART"]), float(events.header["TSTOP"])]])}
     g = own.get(ccd, own.get(-1))
+    if g is None:
+        return np.zeros(np.shape(sky_x))
     if gti is not None:
         g = intersect_gti(g, gti)
     t0 = _frame_origin(events, own)

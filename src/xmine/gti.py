@@ -109,7 +109,7 @@ class LightCurve:
     @property
     def time(self) -> np.ndarray:
         """Bin centres (s)."""
-        return 0.5 * (self.time_min + self.time_max)
+        return np.asarray(0.5 * (self.time_min + self.time_max))
 
     @property
     def rate(self) -> np.ndarray:
@@ -256,7 +256,7 @@ def time_mask(time_s: np.ndarray, gti: np.ndarray) -> np.ndarray:
     k = np.searchsorted(g[:, 0], time_s, side="right") - 1
     ok = k >= 0
     kk = np.clip(k, 0, len(g) - 1)
-    return ok & (time_s < g[kk, 1])
+    return np.asarray(ok & (time_s < g[kk, 1]))
 
 
 def _overlap(edges_lo: np.ndarray, edges_hi: np.ndarray, gti: np.ndarray) -> np.ndarray:
@@ -409,7 +409,7 @@ def make_light_curve(events: EventList, *, keep: np.ndarray | None = None, bin_f
     used_ccds, n_per = np.unique(ccd[use], return_counts=True)
     if used_ccds.size == 0:
         used_ccds = np.array(sorted(gtis))
-        n_per = np.ones(used_ccds.size)
+        n_per = np.ones(used_ccds.size, dtype=np.int64)
     weights = n_per / n_per.sum()
     overlap = np.zeros(nbins)
     for c, w in zip(used_ccds, weights, strict=True):
