@@ -48,9 +48,11 @@ __all__ = [
     "Services",
     "clusters_from_file",
     "load_observations",
+    "match_clusters",
     "observations_covering",
     "run_selection",
     "select_clusters",
+    "select_from_tables",
     "select_point_sources",
     "services_from_config",
 ]
@@ -182,6 +184,28 @@ def select_clusters(store: Store, services: Services, *, min_significance: float
                          "max_sum_flag": int(max_sum_flag)})
     csc = _fetch(store, services, csc_q, url=services.csc_tap, catalogue="csc21", refresh=refresh, offline=offline)
     xmm = _fetch(store, services, xmm_q, url=services.xmm_tap, catalogue="4xmm", refresh=refresh, offline=offline)
+    return match_clusters(csc, xmm, extent_factor=extent_factor, min_match_arcsec=min_match_arcsec,
+                          require_both=require_both)
+
+
+def match_clusters(csc: Table, xmm: Table, *, extent_factor: float = 1.0, min_match_arcsec: float = 15.0,
+                   require_both: bool = True) -> Table:
+    """Match extended CSC sources with extended 4XMM sources (no network; see :func:`select_clusters`).
+
+    Parameters
+    ----------
+    csc : Table
+        Extended CSC master sources (``name, ra, dec, err_ellipse_r0``).
+    xmm : Table
+        Extended 4XMM sources (``srcid, iauname, sc_ra, sc_dec, sc_poserr, sc_extent``, any case;
+        detections are reduced to one row per SRCID).
+    extent_factor, min_match_arcsec, require_both
+        See :func:`select_clusters`.
+
+    Returns
+    -------
+    Table
+    """
     if len(xmm):  # XSA's view has one row per detection: one row per SRCID
         sid = _col(xmm, "srcid")
         _, first = np.unique(np.asarray(xmm[sid]), return_index=True)
@@ -415,6 +439,18 @@ def select_point_sources(store: Store, services: Services, clusters: Table, cove
     -------
     PointSourceSelection
     """
+    def cone(catalogue: str, ra: float, dec: float, radius_deg: float) -> Table:
+        return _cone(store, services, catalogue=catalogue, ra=ra, dec=dec, radius_deg=radius_deg, refresh=refresh,
+                     offline=offline)
+
+    return _point_sources(clusters, coverage, cone, out_dir=out_dir, field_radius_arcmin=field_radius_arcmin,
+                          core_radius_arcsec=core_radius_arcsec, mask_core=mask_core,
+                          ecf_erg_cm2_per_count=ecf_erg_cm2_per_count)
+
+
+def _point_sources(clusters: Table, coverage: Table, cone: Any, *, out_dir: str | os.PathLike[str],
+                   field_radius_arcmin: float, core_radius_arcsec: float | None, mask_core: bool,
+                   ecf_erg_cm2_per_count: float | None) -> PointSourceSelection:
     from xmine import masks
 
     ecf = masks.DEFAULT_ECF if ecf_erg_cm2_per_count is None else ecf_erg_cm2_per_count
@@ -427,10 +463,8 @@ def select_point_sources(store: Store, services: Services, clusters: Table, cove
         obs = coverage[coverage["cluster"] == name] if len(coverage) else coverage
         if len(obs) == 0:
             continue
-        csc = _cone(store, services, catalogue="csc21", ra=ra0, dec=dec0, radius_deg=r_deg, refresh=refresh,
-                    offline=offline)
-        xmm = _cone(store, services, catalogue="4xmm", ra=ra0, dec=dec0, radius_deg=r_deg, refresh=refresh,
-                    offline=offline)
+        csc = cone("csc21", ra0, dec0, r_deg)
+        xmm = cone("4xmm", ra0, dec0, r_deg)
         if len(xmm) and len(csc):  # a 4XMM source with a CSC counterpart is listed once, at the CSC position
             pairs = sky.match_sources(csc, xmm, xmm_ra=_col(xmm, "sc_ra"), xmm_dec=_col(xmm, "sc_dec"),
                                       xmm_err=_col(xmm, "sc_poserr"), xmm_extent=_col(xmm, "sc_extent"),
@@ -589,3 +623,64 @@ def run_selection(config: Any, *, out_dir: str | os.PathLike[str], clusters_file
             files.append(_write_table(sources, out / "point_sources.ecsv"))
             files.extend(sel.region_files)
     return SelectionResult(clusters=clusters, coverage=coverage, point_sources=sources, files=files)
+
+
+def select_from_tables(csc_master: Table, xmm_sources: Table, observations: Table, *,
+                       out_dir: str | os.PathLike[str], min_significance: float = 3.0, min_extent_arcsec: float = 0.0,
+                       min_ext_ml: float = 10.0, max_sum_flag: int = 0, field_radius_arcmin: float = 10.0,
+                       core_radius_arcsec: float | None = None, mask_core: bool = False) -> SelectionResult:
+    """Run the whole selection on catalogue tables already at hand (no service, no cache).
+
+    For catalogues read from files, e.g. the simulator's CSC-like ``master_source``,
+    4XMM-like sources and observation table (``xmine demo``). The same cuts as
+    the recipes are applied here, and cones use an in-memory :class:`xmine.sky.SkyIndex`.
+
+    Parameters
+    ----------
+    csc_master : Table
+        CSC master sources (``name, ra, dec, err_ellipse_r0, significance, flux_aper_b``, ...).
+    xmm_sources : Table
+        4XMM sources (``SRCID, IAUNAME, SC_RA, SC_DEC, SC_POSERR, SC_EXTENT, SC_EXT_ML`` and
+        ``SC_SUM_FLAG`` or ``SUM_FLAG``; any case).
+    observations : Table
+        ``obsid, ra_pnt, dec_pnt, instrument, exposure_s`` (ACIS rows are used).
+    out_dir : path-like
+        Where tables and region files go.
+    min_significance, min_extent_arcsec, min_ext_ml, max_sum_flag, field_radius_arcmin, core_radius_arcsec, mask_core
+        As for :func:`select_clusters` and :func:`select_point_sources`.
+
+    Returns
+    -------
+    SelectionResult
+    """
+    csc_t = vo.clean_table(csc_master)
+    xmm_t = vo.clean_table(xmm_sources)
+    if len(xmm_t):
+        _, first = np.unique(np.asarray(xmm_t[_col(xmm_t, "srcid")]), return_index=True)
+        xmm_t = xmm_t[np.sort(first)]
+    sig = np.nan_to_num(np.asarray(csc_t[_col(csc_t, "significance")], dtype=float), nan=0.0)
+    ext_csc = csc_t[np.char.endswith(np.asarray(csc_t[_col(csc_t, "name")]).astype(str), "X")
+                    & (sig >= min_significance)]
+    qual = np.asarray(xmm_t[_col(xmm_t, "sc_sum_flag", "sum_flag")], dtype=float)
+    ext = np.nan_to_num(np.asarray(xmm_t[_col(xmm_t, "sc_extent")], dtype=float), nan=0.0)
+    ml = np.nan_to_num(np.asarray(xmm_t[_col(xmm_t, "sc_ext_ml")], dtype=float), nan=-np.inf)
+    ext_xmm = xmm_t[(ext > min_extent_arcsec) & (ml >= min_ext_ml) & (qual <= max_sum_flag)]
+    clusters = match_clusters(ext_csc, ext_xmm)
+    inst = np.array([str(v).upper() for v in observations[_col(observations, "instrument")]])
+    coverage = observations_covering(clusters, observations[np.char.startswith(inst, "ACIS")])
+    index = {"csc21": (csc_t, sky.SkyIndex(vo.to_arrow(csc_t[[_col(csc_t, "ra"), _col(csc_t, "dec")]]),
+                                           ra_col=_col(csc_t, "ra"), dec_col=_col(csc_t, "dec"))),
+             "4xmm": (xmm_t, sky.SkyIndex(vo.to_arrow(xmm_t[[_col(xmm_t, "sc_ra"), _col(xmm_t, "sc_dec")]]),
+                                          ra_col=_col(xmm_t, "sc_ra"), dec_col=_col(xmm_t, "sc_dec")))}
+
+    def cone(catalogue: str, ra: float, dec: float, radius_deg: float) -> Table:
+        table, idx = index[catalogue]
+        rows, _ = idx.cone_rows(ra, dec, radius_deg)
+        return table[np.sort(rows)]
+
+    out = Path(out_dir)
+    sel = _point_sources(clusters, coverage, cone, out_dir=out, field_radius_arcmin=field_radius_arcmin,
+                         core_radius_arcsec=core_radius_arcsec, mask_core=mask_core, ecf_erg_cm2_per_count=None)
+    files = [_write_table(clusters, out / "clusters.ecsv"), _write_table(coverage, out / "observations.ecsv"),
+             _write_table(sel.sources, out / "point_sources.ecsv"), *sel.region_files]
+    return SelectionResult(clusters=clusters, coverage=coverage, point_sources=sel.sources, files=files)

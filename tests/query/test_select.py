@@ -208,3 +208,24 @@ def test_sql_text_and_params(tmp_path):
     assert parse_params(["a=1", "b=2.5", "c=csc21"]) == {"a": 1, "b": 2.5, "c": "csc21"}
     with pytest.raises(InputError, match="not name=value"):
         parse_params(["oops"])
+
+
+def test_select_from_simulated_catalogue_tables(tmp_path):
+    """The demo path: the simulator's own catalogue tables, no service."""
+    from xmine.simulate import demo_truth, make_catalogs
+
+    truth = demo_truth()
+    cats = make_catalogs(truth, seed=0)
+    res = select.select_from_tables(cats.csc_master_source, cats.xmm_sources, cats.csc_observations,
+                                    out_dir=tmp_path)
+    assert len(res.clusters) == len(truth.clusters)
+    for c in truth.clusters:  # each true cluster found within 10"
+        d = np.hypot((res.clusters["ra_deg"] - c["ra_deg"]) * np.cos(np.radians(c["dec_deg"])),
+                     res.clusters["dec_deg"] - c["dec_deg"]) * 3600
+        assert d.min() < 10
+    assert sorted(res.coverage["obsid"]) == sorted(truth.observations["obsid"])
+    assert sum(f.suffix == ".reg" for f in res.files) == len(truth.observations)
+    # the simulated point sources of each field are in the list, masked
+    ps = res.point_sources[~res.point_sources["extended"]]
+    assert ps["masked"].all()
+    assert len(set(ps["name"])) >= 0.8 * sum(truth.point_sources["cluster"] != "")
