@@ -436,9 +436,15 @@ def _read_event_rows(f: IO[bytes], h: fits.Header, p: Path, columns: tuple[str, 
             keep = selection_mask(chunk, h, **cuts)
             for name in wanted:
                 parts[name].append(chunk[name][keep])
-        else:
+        elif n == nrows:
             for name in wanted:
                 parts[name].append(chunk[name])
+        else:
+            # no cuts: fill arrays of the final size, so the peak is the events plus one chunk, not twice the events
+            for name in wanted:
+                if not parts[name]:
+                    parts[name].append(np.empty((nrows, *chunk[name].shape[1:]), dtype=chunk[name].dtype))
+                parts[name][0][done:done + n] = chunk[name]
         done += n
     out = {}
     for name in wanted:
