@@ -178,3 +178,45 @@ def test_clean_events_after_gti_keep_chip_columns(merger):
     clean = apply_gti(ev, np.array([[t0, 0.5 * (t0 + t1)]]))
     assert {"chipx", "chipy"} <= set(clean.columns)
     assert clean.header["EXPOSURE"] < ev.header["EXPOSURE"]
+
+
+def test_chain_archive_to_cropped_rate_image(tmp_path):
+    """Archive folder -> events -> deflare -> merge (clean exposure) -> crop -> count-rate image, as the pipeline."""
+    from xmine.archive import get_obsid
+    from xmine.exposure import ExposureMap, rate_image
+    from xmine.gti import deflare, make_light_curve, source_free
+    from xmine.simulate import simulate_sky
+
+    truth = demo_truth()
+    truth.observations.remove_rows([i for i, o in enumerate(truth.observations["obsid"]) if o not in (90201, 90202)])
+    simulate_sky(truth, tmp_path / "archive", seed=4)
+    row = truth.clusters[1]
+    ra, dec = float(row["ra_deg"]), float(row["dec_deg"])
+    cleaned, gtis, lost = [], [], []
+    for obsid in (90201, 90202):
+        folder = get_obsid(obsid, data_dir=tmp_path / "archive", base_url=None)
+        ev = filter_events(read_events(folder.evt2, columns=COLUMNS))
+        cx, cy = ev.wcs.all_world2pix([[ra, dec]], 1)[0]
+        lc = make_light_curve(ev, keep=source_free(ev, circles=[(cx, cy, 500.0)]))
+        res = deflare(lc, sigma=3.0)
+        cleaned.append(apply_gti(ev, res.gti))
+        gtis.append(res.gti)
+        lost.append(res.lost_exposure_s)
+    assert lost[0] > 4000  # the flare of 90201 (15 % of 40 ks plus wings)
+    assert lost[1] < 3 * 259.3
+    merged = merge_observations(cleaned, ra_deg=ra, dec_deg=dec, size_pix=900, binsize=4)
+    assert merged.counts["broad"].sum() == sum(
+        int(((e["energy"] >= 500) & (e["energy"] <= 7000)).sum()) for e in cleaned)
+    live = sum(float(e.header["EXPOSURE"]) for e in cleaned)
+    assert merged.exposure is not None
+    assert merged.exposure.max() == pytest.approx(live, rel=3e-3)
+    images, header, crop = crop_image({"counts": merged.counts["broad"], "exposure": merged.exposure},
+                                      merged.header, ra_deg=ra, dec_deg=dec, radius_arcmin=4.0)
+    emap = ExposureMap(images["exposure"], header, unit="s")
+    rate, rh = rate_image(images["counts"], emap, header=header)
+    assert rh["BUNIT"] == "count/s"
+    assert rh["CROPMINX"] == pytest.approx(crop.minx)
+    # the cluster core, at the crop's centre, is far above the crop's typical surface brightness
+    c = crop.size // 2
+    core = rate[c - 10:c + 10, c - 10:c + 10].mean()
+    assert core > 5 * np.median(rate[rate > 0])
