@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
-from numba import njit
+from numba import njit, prange
 
 from xmine.errors import InputError
 from xmine.events import EventList
@@ -235,12 +235,15 @@ def fit_chip_geometry(events: EventList, *, min_events_per_knot: int = 20, max_f
     if n < 100:
         msg = f"{src}: only {n} events; too few to find the chip footprints (need ≥ 100); supply an exposure map"
         raise InputError(msg)
-    t = np.asarray(events["time"], dtype=np.float64)
+    # events grouped by CCD once, so each CCD is a contiguous slice (no fancy indexing in the loop)
     ccd = np.asarray(events["ccd_id"]).astype(np.int64)
-    u = np.asarray(events["chipx"], dtype=np.float64)
-    v = np.asarray(events["chipy"], dtype=np.float64)
-    x = np.asarray(events["x"], dtype=np.float64)
-    y = np.asarray(events["y"], dtype=np.float64)
+    order = np.argsort(ccd, kind="stable")
+    ccd = ccd[order]
+    t = np.asarray(events["time"], dtype=np.float64)[order]
+    u = np.asarray(events["chipx"], dtype=np.float64)[order]
+    v = np.asarray(events["chipy"], dtype=np.float64)[order]
+    x = np.asarray(events["x"], dtype=np.float64)[order]
+    y = np.asarray(events["y"], dtype=np.float64)[order]
     timedel = float(events.header.get("TIMEDEL", 3.24104))
     t0 = float(t.min())
     span = float(t.max()) - t0
@@ -253,11 +256,12 @@ def fit_chip_geometry(events: EventList, *, min_events_per_knot: int = 20, max_f
     k = np.minimum(np.floor(pos).astype(np.int64), nknots - 2)
     w = pos - k
     ab, wa, wb = _spline_normal(k, w, nknots, smooth)
-    ccds = tuple(int(c) for c in np.unique(ccd))
-    sel = {c: np.nonzero(ccd == c)[0] for c in ccds}
-    for c, idx in sel.items():
-        if idx.size < 20:
-            msg = f"{src}: CCD {c} has only {idx.size} events; cannot fit its footprint (drop it with ccds=)"
+    values, starts, sizes = np.unique(ccd, return_index=True, return_counts=True)
+    ccds = tuple(int(c) for c in values)
+    sel = {int(c): slice(int(a), int(a + m)) for c, a, m in zip(values, starts, sizes, strict=True)}
+    for c, m in zip(ccds, sizes, strict=True):
+        if m < 20:
+            msg = f"{src}: CCD {c} has only {m} events; cannot fit its footprint (drop it with ccds=)"
             raise InputError(msg)
     dx = np.zeros(nknots)
     dy = np.zeros(nknots)
@@ -268,7 +272,7 @@ def fit_chip_geometry(events: EventList, *, min_events_per_knot: int = 20, max_f
     # per CCD the design matrix [chipx, chipy, 1] and its normal-equation inverse, computed once
     design = {}
     for c, idx in sel.items():
-        a = np.column_stack([u[idx], v[idx], np.ones(idx.size)])
+        a = np.column_stack([u[idx], v[idx], np.ones(idx.stop - idx.start)])
         design[c] = (a, np.linalg.inv(a.T @ a))
 
     def at_events(d: np.ndarray) -> np.ndarray:
@@ -324,7 +328,7 @@ def _cumulative_lookup(f: np.ndarray, g0x: float, g0y: float, step: float, a: fl
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _coverage_kernel(ny: int, nx: int, nsub: int, grid_to_sky: np.ndarray, sky_to_chip: np.ndarray,
                      f: np.ndarray, g0x: float, g0y: float, step: float, lo: float, hi: float) -> np.ndarray:
     """Live time per map pixel for one CCD.
@@ -336,7 +340,7 @@ def _coverage_kernel(ny: int, nx: int, nsub: int, grid_to_sky: np.ndarray, sky_t
     out = np.zeros((ny, nx))
     gx0 = g0x + step * (f.shape[0] - 1)
     gy0 = g0y + step * (f.shape[1] - 1)
-    for j in range(ny):
+    for j in prange(ny):
         for i in range(nx):
             acc = 0.0
             for b in range(nsub):
