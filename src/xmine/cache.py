@@ -302,15 +302,15 @@ def load_cached(store: Store, name: str, *, offline: bool = False) -> CachedResu
 def _fetch_command(service: str, query_text: str, kind: str) -> str:
     q = " ".join(query_text.split())
     if kind == "cone":
-        ra, dec, r = [*q.split(), "?", "?", "?"][:3]
-        return f"xmine query cone --url {service} --ra {ra} --dec {dec} --radius-deg {r}"
+        ra, dec, r = [*q.split(), "nan", "nan", "nan"][:3]
+        return f"xmine query cone --url {service} --ra {ra} --dec {dec} --radius-arcmin {float(r) * 60:g}"
     return f"xmine query tap --url {service} \"{q}\""
 
 
 def load_query(store: Store, query_text: str, *, service: str, fetch: Callable[[], Any], catalogue: str = "query",
                release: str | None = None, params: Mapping[str, Any] | None = None, name: str | None = None,
                refresh: bool = False, offline: bool = False, expiry_days: float | None = 90.0,
-               kind: Literal["tap", "cone"] = "tap") -> CachedResult:
+               kind: Literal["tap", "cone"] = "tap", hint: str | None = None) -> CachedResult:
     """Answer a query from the cache, fetching and caching it only when needed.
 
     Parameters
@@ -337,6 +337,8 @@ def load_query(store: Store, query_text: str, *, service: str, fetch: Callable[[
         Lifetime of a new entry.
     kind : {"tap", "cone"}, optional
         For the message naming the fetch command.
+    hint : str, optional
+        The command to name in that message instead (e.g. ``xmine select clusters``).
 
     Returns
     -------
@@ -355,7 +357,7 @@ def load_query(store: Store, query_text: str, *, service: str, fetch: Callable[[
                 return hit
     if offline:
         msg = (f"offline: nothing cached for {' '.join(query_text.split())[:200]!r} from {service} (table {name} "
-               f"in {store.path}); fetch it once online with `{_fetch_command(service, query_text, kind)}`")
+               f"in {store.path}); fetch it once online with `{hint or _fetch_command(service, query_text, kind)}`")
         raise CacheError(msg)
     result = fetch()
     truncated = bool(getattr(result, "truncated", False))
@@ -610,7 +612,7 @@ def run_sql(store_path: str | Path, sql: str, params: Mapping[str, Any] | None =
 def load_tap(store: Store, adql: str, *, url: str, maxrec: int | None = None, mode: Literal["sync", "async"] = "sync",
              catalogue: str = "query", release: str | None = None, name: str | None = None, refresh: bool = False,
              offline: bool = False, expiry_days: float | None = 90.0, timeout_s: float = 300.0,
-             retries: int = 3) -> CachedResult:
+             retries: int = 3, hint: str | None = None) -> CachedResult:
     """Return the result of an ADQL query from the cache, fetching it with :func:`xmine.vo.query_tap` if needed.
 
     Parameters are those of :func:`load_query` and :func:`xmine.vo.query_tap`;
@@ -625,7 +627,7 @@ def load_tap(store: Store, adql: str, *, url: str, maxrec: int | None = None, mo
         return vo.query_tap(adql, url=url, maxrec=maxrec, mode=mode, timeout_s=timeout_s, retries=retries)
 
     return load_query(store, adql, service=url, fetch=fetch, catalogue=catalogue, release=release, params=params,
-                      name=name, refresh=refresh, offline=offline, expiry_days=expiry_days, kind="tap")
+                      name=name, refresh=refresh, offline=offline, expiry_days=expiry_days, kind="tap", hint=hint)
 
 
 def load_cone(store: Store, url: str, ra_deg: float, dec_deg: float, radius_deg: float, *, verbosity: int = 2,

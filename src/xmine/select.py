@@ -125,7 +125,7 @@ def _fetch(store: Store, services: Services, adql: str, *, url: str, catalogue: 
         warnings.simplefilter("ignore", NoResultsWarning)
         res = cache.load_tap(store, adql, url=url, catalogue=catalogue, refresh=refresh, offline=offline,
                              expiry_days=services.expiry_days, timeout_s=services.timeout_s,
-                             retries=services.retries)
+                             retries=services.retries, hint="the same xmine select command without --offline")
     return res.to_astropy()
 
 

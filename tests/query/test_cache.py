@@ -243,7 +243,7 @@ def test_load_tap_and_load_cone(dachs, tmp_path):
         b = cache.load_tap(s, ADQL, url=dachs["tap"], catalogue="csc21", offline=True)
         c = cache.load_cone(s, dachs["scs_csc21"], 150.125, 2.21, 0.1, catalogue="csc21")
         d = cache.load_cone(s, dachs["scs_csc21"], 150.125, 2.21, 0.1, catalogue="csc21", offline=True)
-        with pytest.raises(CacheError, match=r"xmine query cone --url .* --ra 150.125 --dec 2.21 --radius-deg 0.2"):
+        with pytest.raises(CacheError, match=r"xmine query cone --url .* --ra 150.125 --dec 2.21 --radius-arcmin 12"):
             cache.load_cone(s, dachs["scs_csc21"], 150.125, 2.21, 0.2, offline=True)
         assert cache.refresh_cache(s) == [a.name, c.name]
     assert b.from_cache
