@@ -35,7 +35,7 @@ def merger(tmp_path_factory):
     return obs, float(row["ra_deg"]), float(row["dec_deg"]), truth
 
 
-def test_merged_counts_are_conserved_and_exposure_sums(merger):
+def test_merged_counts_are_conserved_and_exposure_sums(merger, tmp_path):
     obs, ra, dec, _ = merger
     events = [o[0] for o in obs]
     merged = merge_observations(events, ra_deg=ra, dec_deg=dec, size_pix=1100, binsize=4)
@@ -52,6 +52,14 @@ def test_merged_counts_are_conserved_and_exposure_sums(merger):
     assert merged.header["NOBS"] == 2
     assert merged.header["BUNIT"] == "count"
     assert all(r["grid_affine_error_pix"] < 0.05 for r in merged.observations)
+    from xmine.images import write_merged
+
+    files = write_merged(merged, tmp_path)
+    assert set(files) == {"broad", "soft", "hard", "exposure"}
+    with fits.open(files["exposure"]) as hdul:
+        assert hdul[0].header["BUNIT"] == "s"
+        np.testing.assert_array_equal(hdul[0].data, merged.exposure)
+    assert fits.getdata(files["soft"]).sum() == merged.counts["soft"].sum()
     w = WCS(merged.header)
     assert w.wcs.crval[0] == pytest.approx(ra)
 

@@ -54,6 +54,7 @@ __all__ = [
     "reproject_events",
     "sky_box",
     "write_image",
+    "write_merged",
 ]
 
 #: Energy bands in keV: broad (default), soft and hard.
@@ -378,6 +379,41 @@ def merge_observations(observations: Sequence[EventList], *, ra_deg: float, dec_
         header["XUNIT"] = (exp_unit, "unit of the summed exposure map")
     return MergedImages(counts=counts, exposure=None if total_exp is None else total_exp.astype(np.float32),
                         background=bkg, header=header, frame=frame, observations=info)
+
+
+def write_merged(merged: MergedImages, out_dir: str | os.PathLike[str], *, prefix: str = "merged"
+                 ) -> dict[str, Path]:
+    """Write merged images as FITS files, atomically.
+
+    Files ``<prefix>_<band>_img.fits``, ``<prefix>_expmap.fits`` and
+    ``<prefix>_bkg.fits``; each carries the merged grid's WCS and physical keywords and its ``BUNIT``
+    (``count``; the exposure map's unit, ``s`` or ``cm**2 s``).
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``"<band>"``, ``"exposure"``, ``"background"`` → file.
+    """
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for band, img in merged.counts.items():
+        h = merged.header.copy()
+        lo, hi = BANDS.get(band, (None, None))
+        h["BAND"] = band
+        if lo is not None:
+            h["EMIN"], h["EMAX"] = (lo, "[keV]"), (hi, "[keV]")
+        h["BUNIT"] = "count"
+        paths[band] = write_image(out / f"{prefix}_{band}_img.fits", img.astype(np.int32), h)
+    if merged.exposure is not None:
+        h = merged.header.copy()
+        h["BUNIT"] = str(merged.header.get("XUNIT", "s"))
+        h["HDUCLAS1"] = "EXPOSURE"
+        paths["exposure"] = write_image(out / f"{prefix}_expmap.fits", merged.exposure, h)
+    if merged.background is not None:
+        h = merged.header.copy()
+        h["BUNIT"] = "count"
+        paths["background"] = write_image(out / f"{prefix}_bkg.fits", merged.background.astype(np.float32), h)
+    return paths
 
 
 # ---------------------------------------------------------------- cropping
