@@ -531,10 +531,8 @@ def get_obsid(obsid: int | str, *, data_dir: str | os.PathLike[str], base_url: s
     """
     o = _check_obsid(obsid)
     found = find_obsid(o, data_dir)
-    if found is not None:
-        part_files = list(found.root.rglob("*.part"))
-        if not part_files:
-            return found
+    if found is not None and (base_url is None or offline or not any(found.root.rglob("*.part"))):
+        return found  # complete, or only a secondary file left half-fetched and no network allowed
     if base_url is None or offline:
         msg = (f"obsid {o}: not found under {data_dir} and downloads are off; set "
                "services.chandra_archive.base_url (and cache.offline = false) or copy the folder there")
