@@ -44,21 +44,25 @@ What contbin does, and xmine with it
 
 Where xmine deliberately differs
 --------------------------------
-* **Ties are ordered stably.**  contbin orders equal smoothed values with
-  ``std::sort`` (unstable), so its seeds among equal values depend on the
-  sort's internals.  xmine gives every unmasked pixel a rank: by smoothed
-  value, then by the pixel's counts, then by the counts in centred
-  (2k+1)² boxes, k = 1, 2, 4, 8, 16 (larger first), then by (y, x); seeds
-  follow the rank.  All keys but the last are invariant under mirroring,
-  flipping and transposing the image.  Growth and scrubbing ties (equal
-  distance to the seed's value) follow contbin's own deterministic rule by
-  default (``ties="contbin"``: the bin pixel that joined first, then its
-  neighbours up, left, right, down), which reproduces contbin's bins;
-  ``ties="symmetric"`` gives them to the better-ranked pixel instead, and
-  then xmine's bins for a mirrored or transposed image are exactly the mirror
-  of its bins, except where two tied pixels also have identical box sums at
-  every scale (a locally symmetric image) or a background-weighted sum
-  rounds differently (≈ 1e-16).  Equal-S/N scrubbing ties go to the older bin.
+* **Ties: contbin's order by default, a mirror-symmetric order on request.**
+  contbin orders equal smoothed values with GCC's ``std::sort`` (introsort,
+  not stable) over its row-major pixel list, and breaks growth and scrubbing
+  ties by its edge-list order (the bin pixel that joined first, then its
+  neighbours up, left, right, down).  Both are deterministic for a given
+  image, so with ``ties="contbin"`` (default) xmine reproduces them: an
+  independent implementation of the published introsort algorithm orders the
+  seeds, and the heaps carry the edge-list position as tie key.  This is
+  what makes xmine's bins equal to contbin's.  Neither rule is symmetric, so
+  contbin's (and this mode's) bins change when the image is mirrored.
+  ``ties="symmetric"`` ranks every unmasked pixel by smoothed value, then by
+  its counts, then by the counts in centred (2k+1)² boxes, k = 1, 2, 4, 8, 16
+  (larger first), then by (y, x); seeds follow the rank and growth/scrubbing
+  ties go to the better-ranked pixel.  All keys but the last are invariant
+  under mirroring, flipping and transposing, so the bins of a mirrored image
+  are exactly the mirror of the bins, except where two tied pixels also have
+  identical box sums at every scale (a locally symmetric image) or a
+  background-weighted sum rounds differently (≈ 1e-16).  Equal-S/N scrubbing
+  ties go to the older bin in both modes (as contbin).
 * **Accumulative smoothing is exact but fast.**  Disc sums come from row-wise
   prefix sums (O(R) per disc), and the first radius reaching ``smoothsn`` is
   found by a skip search that rejects whole ranges of radii with a rigorous
@@ -849,8 +853,143 @@ def _sort_tied_groups(keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return perm
 
 
+@njit(cache=True, inline="always")
+def _gt(v: np.ndarray, a: int, b: int, down: bool) -> bool:
+    return v[a] > v[b] if down else v[a] < v[b]
+
+
+@njit(cache=True)
+def _adjust_heap(x: np.ndarray, first: int, hole: int, n: int, value: int, v: np.ndarray, down: bool) -> None:
+    top = hole
+    child = hole
+    while child < (n - 1) // 2:
+        child = 2 * (child + 1)
+        if _gt(v, x[first + child], x[first + child - 1], down):
+            child -= 1
+        x[first + hole] = x[first + child]
+        hole = child
+    if (n & 1) == 0 and child == (n - 2) // 2:
+        child = 2 * (child + 1)
+        x[first + hole] = x[first + child - 1]
+        hole = child - 1
+    parent = (hole - 1) // 2
+    while hole > top and _gt(v, x[first + parent], value, down):
+        x[first + hole] = x[first + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    x[first + hole] = value
+
+
+@njit(cache=True)
+def _unstable_sort(x: np.ndarray, v: np.ndarray, down: bool) -> None:
+    """Sort pixel indices x by v[x] (descending if ``down``) exactly as GCC's ``std::sort`` orders them.
+
+    contbin sorts its row-major pixel list with ``std::sort`` (introsort:
+    median-of-three quicksort, heapsort past depth 2·log2 n, insertion sort
+    below 16 elements); equal values end up in an order that only this
+    algorithm reproduces.  This is an independent implementation of that
+    published algorithm (not contbin code), used for ``ties="contbin"``.
+    """
+    n = x.shape[0]
+    if n < 2:
+        return
+    lg = 0
+    while (1 << (lg + 1)) <= n:
+        lg += 1
+    stack = np.empty((2 * lg + 8, 3), np.int64)
+    sp = 0
+    stack[0, 0] = 0
+    stack[0, 1] = n
+    stack[0, 2] = 2 * lg
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        first = stack[sp, 0]
+        last = stack[sp, 1]
+        depth = stack[sp, 2]
+        while last - first > 16:
+            if depth == 0:
+                m = last - first
+                parent = (m - 2) // 2
+                while True:
+                    _adjust_heap(x, first, parent, m, x[first + parent], v, down)
+                    if parent == 0:
+                        break
+                    parent -= 1
+                end = last
+                while end - first > 1:
+                    end -= 1
+                    val = x[end]
+                    x[end] = x[first]
+                    _adjust_heap(x, first, 0, end - first, val, v, down)
+                last = first
+                break
+            depth -= 1
+            mid = first + (last - first) // 2
+            a = first + 1
+            c = last - 1
+            if _gt(v, x[a], x[mid], down):
+                if _gt(v, x[mid], x[c], down):
+                    sw = mid
+                elif _gt(v, x[a], x[c], down):
+                    sw = c
+                else:
+                    sw = a
+            elif _gt(v, x[a], x[c], down):
+                sw = a
+            elif _gt(v, x[mid], x[c], down):
+                sw = c
+            else:
+                sw = mid
+            t = x[first]
+            x[first] = x[sw]
+            x[sw] = t
+            lo = first + 1
+            hi = last
+            pv = x[first]
+            while True:
+                while _gt(v, x[lo], pv, down):
+                    lo += 1
+                hi -= 1
+                while _gt(v, pv, x[hi], down):
+                    hi -= 1
+                if not lo < hi:
+                    break
+                t = x[lo]
+                x[lo] = x[hi]
+                x[hi] = t
+                lo += 1
+            cut = lo
+            stack[sp, 0] = cut
+            stack[sp, 1] = last
+            stack[sp, 2] = depth
+            sp += 1
+            last = cut
+    # final insertion sort
+    lim = min(n, 16)
+    for i in range(1, lim):
+        val = x[i]
+        if _gt(v, val, x[0], down):
+            for j in range(i, 0, -1):
+                x[j] = x[j - 1]
+            x[0] = val
+        else:
+            j = i
+            while _gt(v, val, x[j - 1], down):
+                x[j] = x[j - 1]
+                j -= 1
+            x[j] = val
+    for i in range(16, n):
+        val = x[i]
+        j = i
+        while _gt(v, val, x[j - 1], down):
+            x[j] = x[j - 1]
+            j -= 1
+        x[j] = val
+
+
 def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *,
-                binup: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                binup: bool = False, like_contbin: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Order unmasked pixels for seeding: by smoothed value, ties by mirror-invariant keys, then (y, x).
 
     Parameters
@@ -864,6 +1003,9 @@ def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *
         bool, True for unmasked pixels.
     binup : bool, optional
         Lowest smoothed value first (contbin's ``--binup``).
+    like_contbin : bool, optional
+        Order equal values as contbin's ``std::sort`` does (GCC's introsort
+        of the row-major pixel list) instead of by the tie keys.
 
     Returns
     -------
@@ -873,6 +1015,12 @@ def pixel_ranks(smoothed32: np.ndarray, counts: np.ndarray, valid: np.ndarray, *
         int64 position of each flat pixel in ``order`` (−1 where masked).
     """
     flat_valid = np.flatnonzero(valid.ravel())
+    if like_contbin:
+        order = flat_valid.astype(np.int64)
+        _unstable_sort(order, smoothed32.ravel().astype(np.float32), not binup)
+        rank = np.full(valid.size, -1, np.int64)
+        rank[order] = np.arange(len(order))
+        return order, rank
     v = smoothed32.ravel()[flat_valid].astype(np.float32)
     key = v if binup else -v
     # stable: equal values keep the (y, x) order of flat_valid, the last tie-breaker
@@ -1100,12 +1248,13 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
     smoothed : numpy.ndarray, optional
         A ready smoothed image (``--smoothed``), skipping the smoothing.
     ties : {"contbin", "symmetric"}, optional
-        How growth and scrubbing break exact ties in smoothed-value distance.
-        ``"contbin"`` (default) follows contbin's edge-list order (the bin pixel
-        that joined first, then its neighbour up, left, right, down), which
-        reproduces contbin's bins; ``"symmetric"`` prefers the better-ranked
-        pixel, which makes the bins of a mirrored or transposed image the
-        mirror of these.  Seeds always follow the rank (see module docstring).
+        How exact ties are broken.  ``"contbin"`` (default) orders seeds of
+        equal smoothed value as contbin's ``std::sort`` does and breaks growth
+        and scrubbing ties by contbin's edge-list order (the bin pixel that
+        joined first, then its neighbour up, left, right, down): the bins
+        equal contbin's.  ``"symmetric"`` uses the mirror-invariant rank of
+        :func:`pixel_ranks` throughout, so the bins of a mirrored or
+        transposed image are the mirror of these (see module docstring).
 
     Returns
     -------
@@ -1219,7 +1368,7 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
     s32 = np.where(valid, sm64, 0.0).astype(np.float32)
     s = s32.astype(np.float64).ravel()
 
-    order, rank = pixel_ranks(s32, cnt32, valid, binup=binup)
+    order, rank = pixel_ranks(s32, cnt32, valid, binup=binup, like_contbin=ties == "contbin")
     areas = _areas_table(nx, ny)
     thr2 = float(sn) * float(sn)
     cval2 = float(constrainval) * float(constrainval)
