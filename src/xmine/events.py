@@ -45,7 +45,7 @@ __all__ = [
 #: ASCA grades CIAO keeps by default.
 GOOD_GRADES = (0, 2, 3, 4, 6)
 
-_DEFAULT_COLUMNS = ("time", "ccd_id", "x", "y", "energy", "pi", "grade", "status")
+_DEFAULT_COLUMNS = ("time", "ccd_id", "chipx", "chipy", "x", "y", "energy", "pi", "grade", "status")
 _PROVENANCE_KEYS = ("OBS_ID", "TELESCOP", "INSTRUME", "ASCDSVER", "CALDBVER", "DATAMODE", "READMODE", "TIMEDEL",
                     "DETNAM", "EXPOSURE", "LIVETIME", "ONTIME", "DTCOR", "TSTART", "TSTOP", "DATE-OBS", "RA_PNT",
                     "DEC_PNT", "ROLL_PNT")
