@@ -46,6 +46,7 @@ __all__ = [
     "list_cache",
     "load_cached",
     "load_cone",
+    "load_paged",
     "load_query",
     "load_table",
     "load_tap",
@@ -299,6 +300,16 @@ def load_cached(store: Store, name: str, *, offline: bool = False) -> CachedResu
     return CachedResult(name=name, table=load_table(store, name), provenance=prov, from_cache=True, stale=stale)
 
 
+def _find_by_key(store: Store, service: str, key: str) -> str | None:
+    rows = store.con.execute("SELECT result_table, query_text, params_json FROM provenance "
+                             "WHERE rtrim(service, '/') = $s ORDER BY fetched_at DESC",
+                             {"s": service.rstrip("/")}).fetchall()
+    for table, text, params in rows:
+        if query_key(service, text, json.loads(params)) == key:
+            return str(table)
+    return None
+
+
 def _fetch_command(service: str, query_text: str, kind: str) -> str:
     q = " ".join(query_text.split())
     if kind == "cone":
@@ -344,7 +355,10 @@ def load_query(store: Store, query_text: str, *, service: str, fetch: Callable[[
     -------
     CachedResult
     """
-    name = _check_name(name or table_name_for(service, query_text, params, catalogue=catalogue))
+    key = query_key(service, query_text, params)
+    # the same query cached under another name (another catalogue label or an explicit name) is the same result
+    name = _check_name(name or _find_by_key(store, service, key)
+                       or table_name_for(service, query_text, params, catalogue=catalogue))
     if offline and refresh:
         msg = "refresh and offline exclude each other"
         raise InputError(msg)
@@ -353,7 +367,7 @@ def load_query(store: Store, query_text: str, *, service: str, fetch: Callable[[
         if hit is not None:
             prov_key = query_key(hit.provenance["service"], hit.provenance["query_text"],
                                  json.loads(hit.provenance["params_json"]))
-            if name.startswith(CACHE_PREFIX) or prov_key == query_key(service, query_text, params):
+            if name.startswith(CACHE_PREFIX) or prov_key == key:
                 return hit
     if offline:
         msg = (f"offline: nothing cached for {' '.join(query_text.split())[:200]!r} from {service} (table {name} "
@@ -461,6 +475,14 @@ def refresh_cache(store: Store, names: Sequence[str] | None = None, *, expired_o
                     warnings.simplefilter("ignore", NoResultsWarning)
                     return vo.query_tap(r["query_text"], url=r["service"], maxrec=params.get("maxrec"),
                                         mode=params.get("mode", "sync"), timeout_s=timeout_s, retries=retries)
+        elif kind == "paged":
+            def fetch(r: dict[str, Any] = r, params: dict[str, Any] = params) -> Any:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NoResultsWarning)
+                    return vo.query_table(params["table"], url=r["service"], key=params["key"],
+                                          columns=params.get("columns"), where=params.get("where", []),
+                                          page_size=params.get("page_size", 10_000), max_rows=params.get("max_rows"),
+                                          mode=params.get("mode", "sync"), timeout_s=timeout_s, retries=retries)
         elif kind == "cone":
             def fetch(r: dict[str, Any] = r, params: dict[str, Any] = params) -> Any:
                 with warnings.catch_warnings():
@@ -475,7 +497,7 @@ def refresh_cache(store: Store, names: Sequence[str] | None = None, *, expired_o
         life = None if expires is None else (expires - r["fetched_at"]).total_seconds() / 86400.0
         load_query(store, r["query_text"], service=r["service"], fetch=fetch, catalogue=r["catalogue"],
                    release=r["release"], params=params, name=r["result_table"], refresh=True, expiry_days=life,
-                   kind=kind)
+                   kind="cone" if kind == "cone" else "tap")
         done.append(r["result_table"])
     return done
 
@@ -684,3 +706,32 @@ def index_table(store: Store, name: str, *, ra_col: str = "ra", dec_col: str = "
     finally:
         store.con.unregister(view)
     return int(arrow.num_rows)
+
+
+def load_paged(store: Store, table: str, *, url: str, key: str, where: Sequence[str] = (),
+               columns: Sequence[str] | None = None, page_size: int = 10_000, max_rows: int | None = None,
+               mode: Literal["sync", "async"] = "sync", catalogue: str = "query", release: str | None = None,
+               name: str | None = None, refresh: bool = False, offline: bool = False,
+               expiry_days: float | None = 90.0, timeout_s: float = 300.0, retries: int = 3) -> CachedResult:
+    """Return a whole table (or the rows meeting ``where``) from the cache, fetching it page by page if needed.
+
+    The fetch is :func:`xmine.vo.query_table` (key-range paging: no row limit
+    cuts the result, no row twice); the key, the conditions and the page size
+    are recorded so ``xmine cache refresh`` can re-run it.
+    """
+    from xmine import vo
+
+    plan = vo.query_table(table, url=url, key=key, columns=columns, where=where, page_size=page_size, mode=mode,
+                          dry_run=True)
+    assert isinstance(plan, vo.QueryPlan)
+    params = {"kind": "paged", "table": table, "key": key, "where": list(where),
+              "columns": list(columns) if columns else None, "page_size": page_size, "max_rows": max_rows,
+              "mode": mode}
+
+    def fetch() -> Any:
+        return vo.query_table(table, url=url, key=key, columns=columns, where=where, page_size=page_size,
+                              max_rows=max_rows, mode=mode, timeout_s=timeout_s, retries=retries)
+
+    return load_query(store, plan.adql, service=url, fetch=fetch, catalogue=catalogue, release=release,
+                      params=params, name=name, refresh=refresh, offline=offline, expiry_days=expiry_days,
+                      hint=f"xmine query table {table} --key {key} --url {url}")

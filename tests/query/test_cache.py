@@ -249,3 +249,24 @@ def test_load_tap_and_load_cone(dachs, tmp_path):
     assert b.from_cache
     assert d.from_cache
     assert c.table.num_rows > 0
+
+
+@pytest.mark.integration
+def test_load_paged_whole_table_and_refresh(dachs, tmp_path):
+    with open_store(tmp_path / "c.duckdb") as s:
+        a = cache.load_paged(s, "csc21.master_source", url=dachs["tap"], key="name", page_size=40, catalogue="csc21")
+        names = a.table.column("name").to_pylist()
+        assert len(names) == len(set(names)) == 218
+        assert not a.provenance["truncated"]
+        b = cache.load_paged(s, "csc21.master_source", url=dachs["tap"], key="name", page_size=40, offline=True)
+        assert b.from_cache
+        assert cache.refresh_cache(s, [a.name]) == [a.name]
+        assert cache.show_cache(s, a.name)["rows"] == 218
+
+
+def test_same_query_under_another_label_is_a_hit(store):
+    f = Fetcher()
+    a = cache.load_query(store, ADQL, service=SERVICE, fetch=f, catalogue="csc21")
+    b = cache.load_query(store, ADQL, service=SERVICE + "/", fetch=f, catalogue="other", offline=True)
+    assert b.name == a.name
+    assert f.calls == 1
