@@ -228,3 +228,18 @@ def test_chain_archive_to_cropped_rate_image(tmp_path):
     c = crop.size // 2
     core = rate[c - 10:c + 10, c - 10:c + 10].mean()
     assert core > 5 * np.median(rate[rate > 0])
+
+
+def test_crop_of_a_sas_image_keeps_its_physical_alternate(shared_data):
+    path = shared_data / "images" / "xmm_a907_0201903501" / "0201903501_mos1_exp1-0.50-2.00keVimg.fits"
+    with fits.open(path) as hdul:
+        data, header = hdul[0].data, hdul[0].header.copy()
+    out, h, crop = crop_image(data, header, ra_deg=149.5917, dec_deg=-11.0629, size_pix=64)
+    assert out.sum() > 0
+    # XMM's 'L' physical alternate and LTV/LTM agree on the crop, and match the parent pixel
+    px = 10.0
+    phys_l = h["CRVAL1L"] + (px - h["CRPIX1L"]) * h["CDELT1L"]
+    phys_ltv = (px - h["LTV1"]) / h["LTM1_1"]
+    assert phys_l == pytest.approx(phys_ltv)
+    assert phys_l == pytest.approx(header["CRVAL1L"] + (px + crop.i0 - header["CRPIX1L"]) * header["CDELT1L"])
+    assert crop.minx == pytest.approx(3648.5 + 87 * crop.i0)
