@@ -9,7 +9,7 @@ from xmine.errors import InputError
 def test_defaults_without_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(environ={})
-    assert config.binning.sn == 30.0
+    assert config.binning.sn == 15.0  # contbin's default
     assert config.services.csc21.adql_geometry is False
     assert config.project.store == tmp_path / "xmine.duckdb"
 
@@ -27,7 +27,8 @@ def test_init_file_roundtrips_to_defaults(tmp_path):
 
 def test_every_key_is_documented():
     text = default_config_text()
-    for section in ("project", "services.csc21", "services.xmm", "cache", "events", "binning", "executor"):
+    for section in ("project", "services.csc21", "services.xmm", "cache", "events", "binning", "process",
+                    "executor"):
         assert f"[{section}]" in text
     lines = text.splitlines()
     for i, line in enumerate(lines):

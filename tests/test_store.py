@@ -143,3 +143,15 @@ def test_hash_inputs_sees_file_changes(tmp_path):
     f.write_text("22")
     assert hash_inputs(f, {"a": 1}) != h1
     assert hash_inputs({"b": 2, "a": 1}) == hash_inputs({"a": 1, "b": 2})
+
+
+def test_atomic_write_full_disk_is_one_line(tmp_path):
+    import errno
+
+    target = tmp_path / "img.fits"
+    with pytest.raises(CacheError, match=r"img.fits: the disk is full .*free space in") as info, \
+            atomic_write(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []

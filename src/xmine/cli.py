@@ -104,14 +104,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bin(args: argparse.Namespace) -> int:
+    from xmine.config import load_config
     from xmine.contbin import run_contbin
 
-    options = {k: getattr(args, k) for k in ("sn", "smoothsn", "constrainval") if getattr(args, k) is not None}
-    if args.constrainfill is not None:
-        options["constrainfill"] = args.constrainfill
+    # defaults: the project file's [binning] (contbin's own defaults without one), then the command line
+    options = load_config(args.config).binning.model_dump()
+    options.update({k: getattr(args, k) for k in ("sn", "smoothsn", "constrainval", "constrainfill")
+                    if getattr(args, k) is not None})
+    options["noscrub"] = options["noscrub"] or args.noscrub
     paths = run_contbin(args.image, out_dir=args.out, bg_path=args.bg, expmap_path=args.expmap,
-                        bgexpmap_path=args.bgexpmap, mask_path=args.mask, noscrub=args.noscrub,
-                        guarantee_sn=args.guarantee_sn, **options)
+                        bgexpmap_path=args.bgexpmap, mask_path=args.mask, guarantee_sn=args.guarantee_sn,
+                        **options)
     from astropy.table import Table
 
     bins = Table.read(paths["bins"])
@@ -148,6 +151,22 @@ def _cmd_outlines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_process(args: argparse.Namespace) -> int:
+    from xmine.config import load_config
+    from xmine.pipeline import load_cluster_sample, read_catalog, run_process
+
+    config = load_config(args.config)
+    clusters = load_cluster_sample(args.sample, names=args.names)
+    catalog = None
+    if args.catalog is not None:
+        catalog = read_catalog(args.catalog)
+    summary = run_process(clusters, config=config, catalog=catalog, run_id=args.run_id)
+    args.printer.table(f"xmine process: run {summary.run_id}", summary.columns, summary.rows)
+    for line in summary.notes:
+        args.printer.line(line)
+    return 1 if summary.failed == len(clusters) else 0
+
+
 # -- parser --------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,6 +194,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write-demo-truth", type=Path, metavar="DIR",
                    help="only write the demo truth tables to DIR, to edit and simulate later")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("process", help="run the Chandra pipeline for clusters (obsids -> contour bins and profile)")
+    p.add_argument("sample", type=Path, help="cluster table: name, ra_deg, dec_deg, obsids (and z)")
+    p.add_argument("names", nargs="*", help="process only these clusters (default: all)")
+    p.add_argument("--catalog", type=Path, help="catalogued point sources (FITS/CSV/ECSV; CSC, 4XMM or common columns)")
+    p.add_argument("--run-id", help="resume or name this run (default: a new id)")
+    p.set_defaults(func=_cmd_process)
 
     p = sub.add_parser("config", help="write or show the project file")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -32,6 +32,7 @@ __all__ = [
     "Csc21Config",
     "EventsConfig",
     "ExecutorConfig",
+    "ProcessConfig",
     "ProjectConfig",
     "ServicesConfig",
     "XmineConfig",
@@ -128,14 +129,37 @@ class EventsConfig(_Section):
 
 
 class BinningConfig(_Section):
-    """Contour binning (contbin's option names and meanings)."""
+    """Contour binning; names, meanings and defaults are contbin's (``contbin --help``)."""
 
-    sn: float = Field(30.0, gt=0, description="target signal-to-noise ratio per bin")
-    smoothsn: float = Field(30.0, gt=0, description="signal-to-noise ratio of the accumulative smoothing")
-    constrainfill: bool = Field(True, description="constrain bin shapes (contbin --constrainfill)")
-    constrainval: float = Field(2.0, gt=0, description="geometric constraint value (contbin --constrainval)")
+    sn: float = Field(15.0, gt=0, description="target signal-to-noise ratio per bin (contbin --sn)")
+    smoothsn: float = Field(15.0, gt=0, description="S/N of the accumulative smoothing (contbin --smoothsn)")
+    constrainfill: bool = Field(False, description="constrain bin shapes (contbin --constrainfill)")
+    constrainval: float = Field(3.0, gt=0, description="geometric constraint value (contbin --constrainval)")
     noscrub: bool = Field(False, description="keep bins below the target S/N (contbin --noscrub)")
-    image_binning: int = Field(1, ge=1, description="sky pixels (0.492 arcsec) per image pixel")
+
+
+class ProcessConfig(_Section):
+    """The per-cluster pipeline (``xmine process``)."""
+
+    binsize: float = Field(1.0, gt=0, description="sky pixels (0.492 arcsec) per image pixel")
+    merge_size_arcmin: float = Field(12.0, gt=0, description="side of the merged image around the cluster, arcmin")
+    crop_radius_arcmin: float = Field(3.0, gt=0, description="half side of the square crop that is binned, arcmin")
+    lc_exclude_arcsec: float = Field(
+        180.0, ge=0, description="radius around the cluster left out of the flare light curve, arcsec"
+    )
+    lc_bin_frames: int = Field(80, ge=1, description="light-curve bin in frames (80 x 3.24104 s = 259.28 s)")
+    deflare_sigma: float = Field(
+        3.0, gt=0, description="good light-curve bins lie within the quiescent rate +- this many Poisson sigma"
+    )
+    deflare_scale: float = Field(
+        0.0, ge=0, description="if > 1, use lc_clean's rate/scale..rate*scale limits instead (CIAO: 1.2)"
+    )
+    detect: bool = Field(True, description="add xmine's own point-source detections to the catalogue's")
+    false_detections_per_field: float = Field(1.0, gt=0, description="expected false detections per image")
+    core_radius_arcsec: float = Field(
+        20.0, ge=0, description="point sources closer to the centre are flagged for review, not masked"
+    )
+    profile_bins: int = Field(20, ge=1, description="annuli of the radial surface-brightness profile")
 
 
 class ExecutorConfig(_Section):
@@ -154,6 +178,7 @@ class XmineConfig(_Section):
     cache: CacheConfig = Field(default_factory=CacheConfig, description="catalogue cache")
     events: EventsConfig = Field(default_factory=EventsConfig, description="event filtering")
     binning: BinningConfig = Field(default_factory=BinningConfig, description="contour binning")
+    process: ProcessConfig = Field(default_factory=ProcessConfig, description="per-cluster pipeline")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="bulk execution")
 
     def resolve(self, base: Path) -> XmineConfig:

@@ -398,7 +398,9 @@ def _grid_affine(header: fits.Header, shape: tuple[int, int], wcs_events: WCS | 
     gx, gy = np.meshgrid(np.linspace(0, nx, 9), np.linspace(0, ny, 9))
     px = direct[0, 0] * gx + direct[0, 2]
     py = direct[1, 1] * gy + direct[1, 2]
-    grid_wcs = WCS(header).celestial
+    from xmine.images import celestial_wcs
+
+    grid_wcs = celestial_wcs(header, source="exposure grid")
     img_x = ltm1 * px + ltv1
     img_y = ltm2 * py + ltv2
     ra, dec = grid_wcs.all_pix2world(img_x.ravel(), img_y.ravel(), 1)

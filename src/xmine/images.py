@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 
 from xmine.errors import InputError
 from xmine.events import EventList, selection_mask
@@ -45,6 +46,7 @@ __all__ = [
     "BANDS",
     "Crop",
     "MergedImages",
+    "celestial_wcs",
     "crop_image",
     "image_header",
     "make_band_images",
@@ -63,6 +65,25 @@ BANDS: dict[str, tuple[float, float]] = {"broad": (0.5, 7.0), "soft": (0.5, 2.0)
 _COPY_KEYS = ("TELESCOP", "INSTRUME", "DETNAM", "OBS_ID", "OBJECT", "DATE-OBS", "DATE-END", "TSTART", "TSTOP",
               "MJDREF", "TIMESYS", "EXPOSURE", "LIVETIME", "ONTIME", "RA_PNT", "DEC_PNT", "ROLL_PNT", "RA_NOM",
               "DEC_NOM", "ROLL_NOM", "EQUINOX", "RADECSYS")
+
+
+def celestial_wcs(header: fits.Header, *, source: str = "image") -> WCS:
+    """Return the celestial WCS of an image header, or raise an :class:`InputError` naming ``source``.
+
+    astropy's notes on repaired keywords (RADECSYS, DATE-OBS/MJDREF) are silenced:
+    they do not change the celestial axes.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            w = WCS(header).celestial
+        except Exception as exc:  # astropy raises several types for broken WCS
+            msg = f"{source}: unusable WCS keywords ({exc}); pass the image header with CTYPE/CRVAL/CRPIX/CDELT"
+            raise InputError(msg) from exc
+    if not w.has_celestial or w.naxis != 2:
+        msg = f"{source}: no celestial WCS (CTYPE1/2 RA---TAN/DEC--TAN); cannot place sources on the image"
+        raise InputError(msg)
+    return w
 
 
 def image_header(wcs: WCS, *, xmin: float, ymin: float, binsize: float,
@@ -497,7 +518,7 @@ def crop_image(data: np.ndarray | Mapping[str, np.ndarray], header: fits.Header,
         msg = f"crop: the images differ in shape ({[v.shape for v in images.values()]}); crop each grid alone"
         raise InputError(msg)
     ltm1, ltm2, ltv1, ltv2 = _physical(header)
-    w = WCS(header).celestial
+    w = celestial_wcs(header, source="crop")
     px, py = w.all_world2pix([[ra_deg, dec_deg]], 0)[0]
     ny, nx = shape
     if not (0 <= px < nx and 0 <= py < ny):

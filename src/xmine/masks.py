@@ -37,7 +37,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from xmine.errors import InputError
 from xmine.store import atomic_write
@@ -126,17 +126,9 @@ def mask_radius_arcsec(theta_arcmin: np.ndarray | float, counts: np.ndarray | fl
 
 def image_wcs(header: fits.Header, *, source: str = "image") -> WCS:
     """Return the celestial WCS of an image header, or raise an :class:`InputError` naming ``source``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            w = WCS(header).celestial
-        except Exception as exc:  # astropy raises several types for broken WCS
-            msg = f"{source}: unusable WCS keywords ({exc}); pass the image header with CTYPE/CRVAL/CRPIX/CDELT"
-            raise InputError(msg) from exc
-    if not w.has_celestial or w.naxis != 2:
-        msg = f"{source}: no celestial WCS (CTYPE1/2 RA---TAN/DEC--TAN); cannot place sources on the image"
-        raise InputError(msg)
-    return w
+    from xmine.images import celestial_wcs
+
+    return celestial_wcs(header, source=source)
 
 
 def _pixel_arcsec(w: WCS) -> float:

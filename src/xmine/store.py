@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -186,6 +187,11 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
             msg = f"{target}: the writer produced no file"
             raise CacheError(msg)
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg = f"{target}: the disk is full ({exc.strerror}); free space in {target.parent} and rerun"
+            raise CacheError(msg) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -1,0 +1,544 @@
+"""The per-cluster Chandra pipeline: which steps run, with what, and what already ran.
+
+For one cluster (a name, a position and its obsids) :func:`process_cluster` runs
+
+per obsid, under ``<work_dir>/obs/<obsid>/<step>/`` (shared by clusters that share an obsid)
+    ``archive``  find the obsid folder locally or download it (:mod:`xmine.archive`);
+    ``deflare``  light curve of the source-free field (cluster and point sources
+                 excluded) in bins of whole frames, lc_clean-style clipping → GTI
+                 file and a PNG (:mod:`xmine.gti`);
+
+per cluster, under ``<work_dir>/clusters/<name>/<step>/``
+    ``merge``    events filtered (band, grade, status) and cleaned (GTIs), merged
+                 onto one tangent plane at the cluster: counts in the broad, soft
+                 and hard bands and the summed exposure map (:mod:`xmine.images`,
+                 :mod:`xmine.exposure`);
+    ``masks``    catalogued point sources (PSF-sized) united with xmine's own
+                 detections; sources in the core are flagged for review, not
+                 masked (:mod:`xmine.masks`);
+    ``crop``     a square around the cluster, recording the physical offsets;
+    ``contbin``  contour bins of the cropped counts with its exposure map and the
+                 point-source mask (:mod:`xmine.contbin`);
+    ``outlines`` the bins as region files in physical and fk5 coordinates;
+    ``profile``  radial surface-brightness profile (count rate per arcsec²).
+
+Each step is a function of its inputs and parameters. Its outputs are written
+atomically into its own folder, beside a marker file ``.xmine-step.json`` that
+holds the hash of inputs and parameters; the store's ``steps`` table holds the
+same. A rerun skips every step whose hash is unchanged and whose files exist, a
+changed parameter reruns what depends on it, and a failed obsid is recorded in
+``failures`` while the cluster goes on with the others.
+
+Approximations against a CIAO analysis are those of the modules named above
+(exposure maps without CALDB, a circular PSF model for masks, no blank-sky
+background by default: contbin then bins counts without a background term).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmine import __version__
+from xmine.config import XmineConfig
+from xmine.errors import InputError, XmineError
+from xmine.store import Store, atomic_write, hash_inputs
+
+__all__ = ["ClusterResult", "ClusterSpec", "ProcessSummary", "StepRunner", "load_cluster_sample", "process_cluster",
+           "read_catalog", "run_process"]
+
+log = logging.getLogger(__name__)
+
+_MARKER = ".xmine-step.json"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A cluster to process.
+
+    Attributes
+    ----------
+    name : str
+    ra_deg, dec_deg : float
+        Centre (ICRS).
+    obsids : tuple of int
+        Chandra ACIS observations covering it.
+    z : float or None
+        Redshift, when known.
+    """
+
+    name: str
+    ra_deg: float
+    dec_deg: float
+    obsids: tuple[int, ...]
+    z: float | None = None
+
+
+@dataclass
+class ClusterResult:
+    """What :func:`process_cluster` produced for one cluster."""
+
+    cluster: ClusterSpec
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    failed_obsids: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def n_bins(self) -> int:
+        """Number of contour bins (0 before binning)."""
+        return int(self.outputs.get("contbin", {}).get("n_bins", 0))
+
+
+class StepRunner:
+    """Runs steps once: skips those whose marker and ``steps`` row carry the same inputs hash.
+
+    Parameters
+    ----------
+    store : Store
+        Open, writable store (the driver's; workers never write to it).
+    run_id : str
+        The run the steps belong to.
+    """
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def run(self, item: str, step: str, folder: Path, inputs: Mapping[str, Any],
+            work: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """Run ``work(folder)`` unless it already ran with the same inputs; return (outputs, ran).
+
+        ``work`` returns a JSON-serialisable dict; its ``files`` entry lists the
+        files it wrote, which must all still exist for the step to count as done.
+        """
+        h = hash_inputs(dict(inputs), __version__)
+        marker = folder / _MARKER
+        done = self._done(marker, item, step, h)
+        if done is not None:
+            return done, False
+        t0 = time.perf_counter()
+        try:
+            outputs = work(folder)
+        except XmineError as exc:
+            self.store.record_failure(self.run_id, item, step, str(exc))
+            raise
+        seconds = time.perf_counter() - t0
+        with atomic_write(marker) as tmp:
+            tmp.write_text(json.dumps({"step": step, "item": item, "inputs_hash": h, "outputs": outputs},
+                                      sort_keys=True, default=str))
+        self.store.record_step(self.run_id, item, step, h, outputs=outputs, seconds=seconds)
+        log.info("%s %s: %.1f s", item, step, seconds)
+        return outputs, True
+
+    def _done(self, marker: Path, item: str, step: str, h: str) -> dict[str, Any] | None:
+        outputs = self.store.step_done(self.run_id, item, step, h)
+        if outputs is None and marker.exists():  # done by a worker elsewhere, or in another run
+            try:
+                saved = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                return None
+            if saved.get("inputs_hash") == h:
+                outputs = saved.get("outputs")
+                if isinstance(outputs, dict) and _files_exist(outputs):
+                    self.store.record_step(self.run_id, item, step, h, outputs=outputs, status="done")
+                    return outputs
+            return None
+        if outputs is not None and _files_exist(outputs):
+            return outputs
+        return None
+
+
+def _files_exist(outputs: Mapping[str, Any]) -> bool:
+    return all(Path(p).exists() for p in outputs.get("files", []))
+
+
+#: The parameters each step depends on; a changed one reruns that step and, through the
+#: hashes of its output files, only the steps downstream of it.
+_STEP_PARAMS: dict[str, tuple[str, ...]] = {
+    "deflare": ("events.*", "process.lc_exclude_arcsec", "process.lc_bin_frames", "process.deflare_sigma",
+                "process.deflare_scale"),
+    "merge": ("events.*", "process.binsize", "process.merge_size_arcmin"),
+    "masks": ("process.detect", "process.false_detections_per_field", "process.core_radius_arcsec"),
+    "crop": ("process.crop_radius_arcmin",),
+    "contbin": ("binning.*",),
+    "profile": ("process.profile_bins", "process.crop_radius_arcmin"),
+}
+
+
+def _params(config: XmineConfig, step: str) -> dict[str, Any]:
+    """Return the configuration values ``step`` depends on (see ``_STEP_PARAMS``)."""
+    out: dict[str, Any] = {}
+    for key in _STEP_PARAMS.get(step, ()):
+        section, name = key.split(".")
+        values = getattr(config, section).model_dump()
+        if name == "*":
+            out[section] = values
+        else:
+            out[key] = values[name]
+    return out
+
+
+def _circle_pix(frame_wcs: Any, ra: float, dec: float, radius_arcsec: float, pixel_arcsec: float
+                ) -> tuple[float, float, float]:
+    x, y = frame_wcs.all_world2pix([[ra, dec]], 1)[0]
+    return float(x), float(y), radius_arcsec / pixel_arcsec
+
+
+def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store, run_id: str,
+                    catalog: Any = None) -> ClusterResult:
+    """Run the pipeline for one cluster (see the module docstring); return its outputs.
+
+    Parameters
+    ----------
+    cluster : ClusterSpec
+    config : XmineConfig
+        ``project.work_dir``/``data_dir``, ``events``, ``binning`` and ``process`` sections are used.
+    store : Store
+        Writable store; steps and failures are recorded there.
+    run_id : str
+    catalog : astropy.table.Table, optional
+        Catalogued point sources of the field (CSC, 4XMM or common-schema columns).
+
+    Raises
+    ------
+    xmine.errors.InputError
+        If no obsid of the cluster could be processed (each reason is in ``failures``).
+    """
+    from xmine import archive, gti
+
+    runner = StepRunner(store, run_id)
+    work = Path(config.project.work_dir)
+    proc = config.process
+    result = ClusterResult(cluster=cluster)
+    clean: dict[int, dict[str, Any]] = {}
+    for obsid in cluster.obsids:
+        obs_dir = work / "obs" / str(obsid)
+        item = f"obs/{obsid}"
+        try:
+            def _archive(folder: Path, obsid: int = obsid) -> dict[str, Any]:
+                found = archive.get_obsid_from_config(obsid, config)
+                return {"evt2": str(found.evt2), "source": found.source, "files": [str(found.evt2)]}
+
+            got, ran = runner.run(item, "archive", obs_dir / "archive",
+                                  {"obsid": obsid, "data_dir": str(config.project.data_dir)}, _archive)
+            evt2 = Path(got["evt2"])
+
+            def _deflare(folder: Path, evt2: Path = evt2, obsid: int = obsid) -> dict[str, Any]:
+                from xmine.events import filter_events, read_events
+
+                ev = filter_events(read_events(evt2), emin_kev=config.events.emin_kev,
+                                   emax_kev=config.events.emax_kev, grades=tuple(config.events.grades),
+                                   status_zero=config.events.status_zero, allow_empty=False)
+                pix = float(abs(ev.wcs.wcs.cdelt[0])) * 3600.0
+                circles = [_circle_pix(ev.wcs, cluster.ra_deg, cluster.dec_deg, proc.lc_exclude_arcsec, pix)]
+                keep = gti.source_free(ev, circles=circles)
+                lc = gti.make_light_curve(ev, keep=keep, bin_frames=proc.lc_bin_frames)
+                # lc_clean's +-20 % limits clip ~10 % of quiescent bins at ~70 counts per bin: Poisson sigma limits
+                # by default, the CIAO limits when deflare_scale is set
+                limits = ({"scale": proc.deflare_scale} if proc.deflare_scale > 1
+                          else {"sigma": proc.deflare_sigma})
+                res = gti.deflare(lc, source=f"{evt2.name} light curve", **limits)
+                gti_path = gti.write_gti(folder / f"{obsid}_gti.fits", res.gti, header=ev.header, result=res)
+                png = gti.plot_light_curve(folder / f"{obsid}_lc.png", res, title=f"ObsID {obsid}")
+                total = res.good_exposure_s + res.lost_exposure_s
+                return {"gti": str(gti_path), "lc_png": str(png), "good_exposure_s": res.good_exposure_s,
+                        "clean_fraction": res.good_exposure_s / total if total > 0 else 0.0,
+                        "n_flares": len(res.flares), "files": [str(gti_path), str(png)]}
+
+            fl, ran_fl = runner.run(item, "deflare", obs_dir / "deflare",
+                                    {"evt2": evt2, "ra": cluster.ra_deg, "dec": cluster.dec_deg,
+                                     **_params(config, "deflare")},
+                                    _deflare)
+            clean[obsid] = {"evt2": evt2, **fl}
+            result.outputs.setdefault("obs", {})[str(obsid)] = fl
+            if ran or ran_fl:
+                result.ran.append(f"{item}")
+        except XmineError as exc:
+            result.failed_obsids[obsid] = str(exc)
+            log.warning("%s skipped: %s", item, exc)
+    if not clean:
+        reasons = "; ".join(f"{o}: {r}" for o, r in result.failed_obsids.items())
+        msg = f"{cluster.name}: no observation could be processed ({reasons})"
+        raise InputError(msg)
+    _cluster_steps(cluster, clean, runner=runner, config=config, catalog=catalog, result=result)
+    return result
+
+
+def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]], *, runner: StepRunner,
+                   config: XmineConfig, catalog: Any, result: ClusterResult) -> None:
+    from astropy.io import fits
+
+    from xmine import contbin, images, masks, outlines, profiles
+    from xmine.events import filter_events, read_events
+    from xmine.gti import apply_gti
+
+    proc = config.process
+    cdir = Path(config.project.work_dir) / "clusters" / cluster.name
+    item = f"cluster/{cluster.name}"
+    pix_arcsec = 0.492 * proc.binsize
+    size_pix = round(proc.merge_size_arcmin * 60.0 / pix_arcsec)
+
+    def _merge(folder: Path) -> dict[str, Any]:
+        evs, gtis = [], []
+        for obs in clean.values():
+            ev = filter_events(read_events(obs["evt2"]), emin_kev=None, emax_kev=None,
+                               grades=tuple(config.events.grades), status_zero=config.events.status_zero)
+            good = fits.getdata(obs["gti"], 1)
+            g = np.column_stack([good["START"], good["STOP"]]).astype(float)
+            evs.append(apply_gti(ev, g))
+            gtis.append(g)
+        merged = images.merge_observations(evs, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg, size_pix=size_pix,
+                                           binsize=proc.binsize, gtis=gtis)
+        paths = images.write_merged(merged, folder)
+        return {**{k: str(v) for k, v in paths.items()}, "observations": merged.observations,
+                "files": [str(v) for v in paths.values()]}
+
+    merged, _ = runner.run(item, "merge", cdir / "merge",
+                           {"obs": {str(k): [v["evt2"], Path(v["gti"])] for k, v in clean.items()},
+                            "ra": cluster.ra_deg, "dec": cluster.dec_deg, **_params(config, "merge")}, _merge)
+    result.outputs["merge"] = merged
+    counts_path, exp_path = Path(merged["broad"]), Path(merged["exposure"])
+
+    def _masks(folder: Path) -> dict[str, Any]:
+        counts, header = fits.getdata(counts_path, header=True)
+        exposure = fits.getdata(exp_path)
+        w = masks.image_wcs(header)
+        cx, cy = w.world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
+        heads = [fits.getheader(obs["evt2"], "EVENTS") for obs in clean.values()]
+        pointings = [(float(h["RA_PNT"]), float(h["DEC_PNT"])) for h in heads if "RA_PNT" in h] or None
+        sources, mask = masks.make_point_source_mask(
+            counts, header, catalog=catalog, exposure=exposure, detect=proc.detect,
+            false_per_field=proc.false_detections_per_field, cluster_center_xy=(float(cx), float(cy)),
+            core_radius_pix=proc.core_radius_arcsec / pix_arcsec, pointings=pointings)
+        mpath = masks.write_mask(folder / "mask.fits", mask, header)
+        reg = masks.write_region_file(folder / "pointsources_fk5.reg", sources, header=header, system="fk5")
+        regp = masks.write_region_file(folder / "pointsources_physical.reg", sources, header=header,
+                                       system="physical")
+        table = folder / "pointsources.fits"
+        with atomic_write(table) as tmp:
+            _fits_safe_meta(sources).write(tmp, format="fits")
+        n_review = int(np.sum(sources["review"])) if "review" in sources.colnames else 0
+        return {"mask": str(mpath), "regions_fk5": str(reg), "sources": str(table), "n_sources": len(sources),
+                "n_review": n_review, "files": [str(mpath), str(reg), str(regp), str(table)]}
+
+    mk, _ = runner.run(item, "masks", cdir / "masks",
+                       {"counts": counts_path, "exposure": exp_path, "catalog": _table_hash(catalog),
+                        **_params(config, "masks")},
+                       _masks)
+    result.outputs["masks"] = mk
+
+    def _crop(folder: Path) -> dict[str, Any]:
+        header = fits.getheader(counts_path)
+        data = {"counts": fits.getdata(counts_path), "exposure": fits.getdata(exp_path),
+                "mask": fits.getdata(mk["mask"])}
+        cropped, h, crop = images.crop_image(data, header, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg,
+                                             radius_arcmin=proc.crop_radius_arcmin)
+        out = {}
+        for name, arr in cropped.items():
+            hh = h.copy()
+            if name == "exposure":
+                hh["BUNIT"] = fits.getheader(exp_path).get("BUNIT", "s")
+            out[name] = str(images.write_image(folder / f"{name}.fits", arr, hh))
+        return {**out, "minx": crop.minx, "miny": crop.miny, "binsize": crop.binsize, "files": list(out.values())}
+
+    cr, _ = runner.run(item, "crop", cdir / "crop",
+                       {"counts": counts_path, "exposure": exp_path, "mask": Path(mk["mask"]),
+                        **_params(config, "crop")}, _crop)
+    result.outputs["crop"] = cr
+
+    def _bin(folder: Path) -> dict[str, Any]:
+        b = config.binning
+        paths = contbin.run_contbin(cr["counts"], out_dir=folder, expmap_path=cr["exposure"], mask_path=cr["mask"],
+                                    sn=b.sn, smoothsn=b.smoothsn, constrainfill=b.constrainfill,
+                                    constrainval=b.constrainval, noscrub=b.noscrub)
+        n_bins = int(fits.getheader(paths["bins"], 1)["NAXIS2"])
+        return {**{k: str(v) for k, v in paths.items()}, "n_bins": n_bins,
+                "files": [str(v) for v in paths.values()]}
+
+    bn, _ = runner.run(item, "contbin", cdir / "contbin",
+                       {k: Path(cr[k]) for k in ("counts", "exposure", "mask")} | _params(config, "contbin"), _bin)
+    result.outputs["contbin"] = bn
+
+    def _outlines(folder: Path) -> dict[str, Any]:
+        files = outlines.write_outline_regions(bn["binmap"], out_dir=folder, coords=("physical", "fk5"))
+        return {"combined_fk5": str(folder / "xaf_bins_fk5.reg"), "n_files": len(files),
+                "files": [str(folder / "xaf_bins_fk5.reg"), str(folder / "xaf_bins_physical.reg")]}
+
+    ol, _ = runner.run(item, "outlines", cdir / "outlines", {"binmap": Path(bn["binmap"])}, _outlines)
+    result.outputs["outlines"] = ol
+
+    def _profile(folder: Path) -> dict[str, Any]:
+        counts, header = fits.getdata(cr["counts"], header=True)
+        w = masks.image_wcs(header)
+        cx, cy = w.world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
+        prof = profiles.radial_profile(counts, center_xy=(float(cx), float(cy)), pixel_arcsec=pix_arcsec,
+                                       exposure=fits.getdata(cr["exposure"]), mask=fits.getdata(cr["mask"]) > 0,
+                                       r_max_arcsec=proc.crop_radius_arcmin * 60.0, n_bins=proc.profile_bins)
+        path = profiles.write_profile(folder / "profile.fits", prof)
+        return {"profile": str(path), "n_annuli": len(prof), "files": [str(path)]}
+
+    pf, _ = runner.run(item, "profile", cdir / "profile",
+                       {"counts": Path(cr["counts"]), "exposure": Path(cr["exposure"]),
+                        "mask": Path(cr["mask"]), **_params(config, "profile")}, _profile)
+    result.outputs["profile"] = pf
+
+
+def _fits_safe_meta(table: Any) -> Any:
+    """Return a view of a table whose metadata are valid FITS keywords (long names go to HISTORY)."""
+    out = table.copy(copy_data=False)
+    meta: dict[str, Any] = {}
+    for key, value in table.meta.items():
+        if len(key) <= 8 and key.replace("_", "").isalnum() and not isinstance(value, (dict, list)):
+            meta[key.upper()] = value
+        else:
+            meta.setdefault("HISTORY", []).append(f"{key} = {value}")
+    out.meta = meta
+    return out
+
+
+def _table_hash(table: Any) -> str | None:
+    if table is None:
+        return None
+    import io
+
+    buf = io.StringIO()
+    table.write(buf, format="ascii.ecsv")
+    return hash_inputs(buf.getvalue())
+
+
+def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[ClusterSpec]:
+    """Read clusters to process from a table (CSV, ECSV, FITS).
+
+    Columns: ``name``, ``ra_deg`` (or ``ra``), ``dec_deg`` (or ``dec``), ``obsids``
+    (space-, comma- or semicolon-separated) or one row per (name, ``obsid``), optional ``z``.
+
+    Parameters
+    ----------
+    path : path-like
+    names : sequence of str, optional
+        Keep only these clusters (all when empty).
+    """
+    from astropy.table import Table
+
+    p = Path(path)
+    try:
+        t = Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
+    except (OSError, ValueError) as exc:
+        msg = f"{p}: cannot read the cluster sample ({str(exc).splitlines()[0]}); give a CSV, ECSV or FITS table"
+        raise InputError(msg) from exc
+    cols = {c.lower(): c for c in t.colnames}
+
+    def col(*choices: str) -> str:
+        for c in choices:
+            if c in cols:
+                return cols[c]
+        msg = f"{p}: no column {' or '.join(choices)} (columns: {', '.join(t.colnames)})"
+        raise InputError(msg)
+
+    cname, cra, cdec = col("name"), col("ra_deg", "ra"), col("dec_deg", "dec")
+    cobs = col("obsids", "obsid")
+    cz = cols.get("z")
+    specs: dict[str, dict[str, Any]] = {}
+    for i, row in enumerate(t):
+        name = str(row[cname]).strip()
+        if names and name not in names:
+            continue
+        raw = str(row[cobs]).replace(";", " ").replace(",", " ").split()
+        try:
+            obsids = [int(o) for o in raw]
+            ra, dec = float(row[cra]), float(row[cdec])
+        except ValueError as exc:
+            msg = f"{p} row {i + 1} ({name}): {exc}; obsids must be integers and ra/dec degrees"
+            raise InputError(msg) from exc
+        if not -90.0 <= dec <= 90.0:
+            msg = f"{p} row {i + 1} ({name}): {cdec} = {dec} is outside [-90, 90]"
+            raise InputError(msg)
+        spec = specs.setdefault(name, {"ra": ra, "dec": dec, "obsids": [], "z": None})
+        spec["obsids"].extend(o for o in obsids if o not in spec["obsids"])
+        if cz is not None and not np.ma.is_masked(row[cz]):
+            spec["z"] = float(row[cz])
+    missing = [n for n in names if n not in specs]
+    if missing:
+        msg = f"{p}: no cluster named {', '.join(missing)}"
+        raise InputError(msg)
+    return [ClusterSpec(name=n, ra_deg=s["ra"], dec_deg=s["dec"], obsids=tuple(s["obsids"]), z=s["z"])
+            for n, s in specs.items()]
+
+
+def read_catalog(path: str | Path) -> Any:
+    """Read a table of catalogued point sources (FITS, CSV, ECSV, VOTable) for the masks."""
+    from astropy.table import Table
+
+    p = Path(path)
+    try:
+        return Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
+    except (OSError, ValueError) as exc:
+        msg = f"{p}: cannot read the point-source catalogue ({str(exc).splitlines()[0]})"
+        raise InputError(msg) from exc
+
+
+@dataclass
+class ProcessSummary:
+    """What :func:`run_process` did: one printable row per cluster."""
+
+    run_id: str
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    results: list[ClusterResult] = field(default_factory=list)
+    failed: int = 0
+
+
+def run_process(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog: Any = None,
+                run_id: str | None = None, store: Store | None = None) -> ProcessSummary:
+    """Process clusters one after the other, recording the run; a failed cluster does not stop the others.
+
+    Parameters
+    ----------
+    clusters : sequence of ClusterSpec
+    config : XmineConfig
+    catalog : astropy.table.Table, optional
+        Catalogued point sources (all fields together).
+    run_id : str, optional
+        Resume this run (finished steps are skipped).
+    store : Store, optional
+        An open writable store (default: ``config.project.store``).
+    """
+    from xmine.store import open_store
+
+    own = store is None
+    st = open_store(config.project.store) if store is None else store
+    try:
+        rid = st.start_run("process", {"config": config.model_dump(mode="json"),
+                                       "clusters": [c.name for c in clusters]}, run_id=run_id)
+        summary = ProcessSummary(run_id=rid, columns=["cluster", "obsids", "clean", "point src", "review", "bins",
+                                                      "outlines (fk5)"])
+        for c in clusters:
+            try:
+                res = process_cluster(c, config=config, store=st, run_id=rid, catalog=catalog)
+            except XmineError as exc:
+                summary.failed += 1
+                st.record_failure(rid, f"cluster/{c.name}", "process", str(exc))
+                summary.rows.append((c.name, " ".join(map(str, c.obsids)), "-", "-", "-", "-", f"failed: {exc}"))
+                continue
+            summary.results.append(res)
+            obs = res.outputs.get("obs", {})
+            clean = " ".join(f"{100 * o['clean_fraction']:.0f}%" for o in obs.values())
+            used = " ".join(obs) + (f" ({len(res.failed_obsids)} failed)" if res.failed_obsids else "")
+            summary.rows.append((c.name, used, clean, res.outputs["masks"]["n_sources"],
+                                 res.outputs["masks"]["n_review"], res.n_bins,
+                                 res.outputs["outlines"]["combined_fk5"]))
+        st.finish_run(rid, "finished" if summary.failed == 0 else "finished with failures")
+        summary.notes.append(f"steps, outputs and failures are in {st.path} (run {rid}); rerun with "
+                             f"--run-id {rid} to resume")
+    finally:
+        if own:
+            st.close()
+    return summary

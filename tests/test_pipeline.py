@@ -1,0 +1,125 @@
+"""The per-cluster pipeline on a simulated cluster: outputs, resumption, partial reruns, failures."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from xmine import simulate
+from xmine.config import load_config
+from xmine.errors import InputError
+from xmine.pipeline import ClusterSpec, load_cluster_sample, process_cluster, run_process
+from xmine.store import open_store
+
+
+@pytest.fixture(scope="module")
+def sky(tmp_path_factory):
+    """SIM-MERGER with its two obsids (one flared), at 12 ks each."""
+    truth = simulate.demo_truth(seed=7)
+    obs = truth.observations[truth.observations["cluster"] == "SIM-MERGER"]
+    obs["exposure_s"] = 12000.0
+    truth = simulate.validate_truth(truth.clusters[truth.clusters["name"] == "SIM-MERGER"],
+                                    truth.point_sources[truth.point_sources["cluster"] == "SIM-MERGER"], obs)
+    out = tmp_path_factory.mktemp("sky")
+    products = simulate.simulate_sky(truth, out / "archive", seed=7)
+    return out, truth, products
+
+
+def _config(root, **binning):
+    return load_config(environ={}, overrides={
+        "project": {"data_dir": str(root / "archive"), "work_dir": str(root / "work"),
+                    "store": str(root / "xmine.duckdb")},
+        "cache": {"offline": True},
+        "binning": {"sn": 15.0, "smoothsn": 15.0, **binning},
+        "process": {"merge_size_arcmin": 8.0, "crop_radius_arcmin": 2.0},
+    })
+
+
+@pytest.fixture(scope="module")
+def first_run(sky):
+    root, truth, products = sky
+    c = truth.clusters[0]
+    spec = ClusterSpec(name=str(c["name"]), ra_deg=float(c["ra_deg"]), dec_deg=float(c["dec_deg"]),
+                       obsids=tuple(int(o) for o in truth.observations["obsid"]))
+    catalog = fits.getdata(products.catalog_files["csc21/master_source.fits"], 1)
+    from astropy.table import Table
+
+    config = _config(root)
+    with open_store(config.project.store) as store:
+        run_id = store.start_run("process", {}, run_id="t1")
+        result = process_cluster(spec, config=config, store=store, run_id=run_id, catalog=Table(catalog))
+    return root, spec, Table(catalog), result
+
+
+def test_products_and_science(first_run):
+    _root, spec, _, result = first_run
+    clean = {int(k): v["clean_fraction"] for k, v in result.outputs["obs"].items()}
+    flared = next(o for o in spec.obsids if o % 2 == 1)  # 90201 carries the injected flare
+    quiet = next(o for o in spec.obsids if o != flared)
+    assert clean[flared] < 0.9
+    assert clean[quiet] > 0.95
+    assert result.n_bins >= 5
+    binmap, header = fits.getdata(result.outputs["contbin"]["binmap"], header=True)
+    assert header["CROPMINX"] == pytest.approx(result.outputs["crop"]["minx"])
+    mask = fits.getdata(result.outputs["crop"]["mask"])
+    assert (binmap[mask == 0] == -1).all()  # masked point sources are never binned
+    bins = fits.getdata(result.outputs["contbin"]["bins"], 1)
+    assert np.all(bins["sn"] >= 15.0 - 1e-9)
+    profile = fits.getdata(result.outputs["profile"]["profile"], 1)
+    assert len(profile) > 3
+    text = Path(result.outputs["outlines"]["combined_fk5"]).read_text()
+    assert text.count("polygon(") >= result.n_bins
+
+
+def test_rerun_skips_and_sn_change_reruns_only_binning(first_run):
+    root, spec, catalog, _ = first_run
+    config = _config(root)
+    with open_store(config.project.store) as store:
+        before = {(r["item"], r["step"]): r["started"] for r in
+                  store.query("SELECT item, step, started FROM steps WHERE run_id = 't1'").to_pylist()}
+        again = process_cluster(spec, config=config, store=store, run_id="t1", catalog=catalog)
+        assert again.ran == []
+        changed = process_cluster(spec, config=_config(root, sn=25.0), store=store, run_id="t1", catalog=catalog)
+        after = {(r["item"], r["step"]): r["started"] for r in
+                 store.query("SELECT item, step, started FROM steps WHERE run_id = 't1'").to_pylist()}
+    rerun = {k for k in before if after[k] != before[k]}
+    assert rerun == {(f"cluster/{spec.name}", "contbin"), (f"cluster/{spec.name}", "outlines")}
+    assert changed.n_bins < again.n_bins
+
+
+def test_missing_obsid_is_recorded_and_others_go_on(first_run):
+    root, spec, catalog, _ = first_run
+    config = _config(root)
+    with_missing = ClusterSpec(name=spec.name, ra_deg=spec.ra_deg, dec_deg=spec.dec_deg,
+                               obsids=(*spec.obsids, 99999))
+    summary = run_process([with_missing], config=config, catalog=catalog, run_id="t2")
+    assert summary.failed == 0
+    assert 99999 in summary.results[0].failed_obsids
+    with open_store(config.project.store, read_only=True) as store:
+        reasons = store.query("SELECT item, reason FROM failures WHERE run_id = 't2'").to_pylist()
+    assert any(r["item"] == "obs/99999" and "not found" in r["reason"] for r in reasons)
+
+
+def test_no_usable_obsid_fails_the_cluster_only(first_run):
+    root, _spec, catalog, _ = first_run
+    bad = ClusterSpec(name="NOWHERE", ra_deg=10.0, dec_deg=10.0, obsids=(99998,))
+    summary = run_process([bad], config=_config(root), catalog=catalog, run_id="t3")
+    assert summary.failed == 1
+    assert "no observation could be processed" in summary.rows[0][-1]
+
+
+def test_cluster_sample_files(tmp_path):
+    csv = tmp_path / "sample.csv"
+    csv.write_text("name,ra,dec,z,obsid\nA,10.0,-5.0,0.1,101\nA,10.0,-5.0,0.1,102\nB,20.0,5.0,,201;202\n")
+    specs = load_cluster_sample(csv)
+    assert [(s.name, s.obsids, s.z) for s in specs] == [("A", (101, 102), 0.1), ("B", (201, 202), None)]
+    assert [s.name for s in load_cluster_sample(csv, names=["B"])] == ["B"]
+    with pytest.raises(InputError, match="no cluster named C"):
+        load_cluster_sample(csv, names=["C"])
+    (tmp_path / "bad.csv").write_text("name,ra,dec\nA,1,2\n")
+    with pytest.raises(InputError, match=r"bad.csv: no column obsids or obsid"):
+        load_cluster_sample(tmp_path / "bad.csv")
+    (tmp_path / "dec.csv").write_text("name,ra,dec,obsids\nA,1,95,3\n")
+    with pytest.raises(InputError, match=r"row 1 \(A\): dec = 95.0 is outside"):
+        load_cluster_sample(tmp_path / "dec.csv")
