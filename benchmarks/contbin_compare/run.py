@@ -171,7 +171,8 @@ def build_cases(quick: bool, only: list[str] | None) -> list[Case]:
                     continue
             for sn in sns:
                 name = f"sim{npix}_{'bg_exp' if bg else 'plain'}_sn{sn}"
-                if only and name not in only:
+                if only and name not in only and not (bg and npix == 512 and sn == 30
+                                                      and "sim512_bg_exp_nobgexp_sn30" in only):
                     continue
                 files, desc = simulated_inputs(npix, background=bg, expmap=bg, seed=1000 + npix)
                 add(name, files, desc, sn, bg)
