@@ -23,21 +23,22 @@ def test_demo_records_every_step(demo_dir):
         failures = store.query("SELECT * FROM failures").num_rows
     assert runs == [{"run_id": "demo-seed2026", "status": "finished", "seed": 2026}]
     assert failures == 0
-    assert len(steps) == 1 + 3 * 4  # the sky, then image/contbin/outlines/quicklook per cluster
+    # the sky; per obsid archive and deflare; per cluster merge, masks, crop, contbin, outlines, profile
+    assert len(steps) == 1 + 6 * 2 + 3 * 6
     assert {s["status"] for s in steps} == {"done"}
 
 
 def test_demo_products_are_consistent(demo_dir):
     for cluster in ("SIM-COOLCORE", "SIM-MERGER", "SIM-COLDFRONT"):
-        folder = demo_dir / "products" / cluster
-        image = fits.getdata(next(folder.glob("*_img.fits")))
+        folder = demo_dir / "products" / "clusters" / cluster
+        image = fits.getdata(folder / "crop" / "counts.fits")
         binmap, header = fits.getdata(folder / "contbin" / "binmap.fits", header=True)
         assert binmap.shape == image.shape
         assert "LTV1" in header
         assert "CRVAL1" in header
         nbins = binmap.max() + 1
         assert nbins > 10  # thousands of counts at S/N 20 make dozens of bins
-        regions = Regions.read(folder / "regions" / "xaf_bins_fk5.reg", format="ds9")
+        regions = Regions.read(folder / "outlines" / "xaf_bins_fk5.reg", format="ds9")
         tags = {r.meta["tag"][0] for r in regions if "tag" in r.meta}
         assert len(tags) == nbins
         assert (folder / "quicklook.png").stat().st_size > 10_000

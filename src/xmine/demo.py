@@ -1,43 +1,33 @@
 """The bundled example: a simulated sky run through xmine's chain, offline and resumable.
 
 ``run_demo`` simulates the demo sample (:func:`xmine.simulate.demo_truth`:
-three clusters, two Chandra observations each, their point sources and
-CSC 2.1-/4XMM-like catalogue rows), then for every cluster takes its deepest
-observation, filters the events (0.5–7 keV, good grades, status 0), bins a
-counts image centred on the cluster, contour-bins it and writes the bin
-outlines as region files in physical and sky coordinates. Every step is
-recorded in the store (``runs``/``steps``); a rerun with the same seed and
-parameters skips finished steps, so an interrupted demo resumes.
-
-Approximations of this demo, to be replaced by the cluster pipeline: one
-observation per cluster (no merging), no flare cleaning, no point-source
-masking and no exposure map in the binning.
+three clusters, two Chandra observations each, one with a flare, their point
+sources and CSC 2.1-/4XMM-like catalogue rows), then runs the cluster pipeline
+(:func:`xmine.pipeline.process_cluster`) on every cluster with the simulated
+CSC sources as the point-source catalogue: flare cleaning, merging of the two
+obsids, exposure map, point-source masks, crop, contour binning, outlines as
+region files, radial profile, and a quick-look PNG. Every step is recorded in
+the store (``runs``/``steps``); a rerun with the same seed and parameters
+skips finished steps, so an interrupted demo resumes.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xmine import __version__
-from xmine.store import Store, hash_inputs, open_store
+import numpy as np
+
+from xmine.store import open_store
 
 __all__ = ["DEMO_PARAMS", "DemoResult", "run_demo", "write_quicklook"]
 
-#: Parameters of the demo chain (recorded with the run).
+#: Configuration of the demo chain (recorded with the run); everything else is the default.
 DEMO_PARAMS: dict[str, Any] = {
-    "emin_kev": 0.5,
-    "emax_kev": 7.0,
-    "image_size_pix": 256,
-    "binsize": 2.0,
-    "sn": 20.0,
-    "smoothsn": 20.0,
-    "constrainfill": True,
-    "constrainval": 2.0,
+    "binning": {"sn": 20.0, "smoothsn": 20.0, "constrainfill": True, "constrainval": 2.0},
+    "process": {"merge_size_arcmin": 10.0, "crop_radius_arcmin": 2.5, "binsize": 1.0},
 }
 
 
@@ -52,26 +42,9 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _step(store: Store, run_id: str, item: str, step: str, inputs: Any,
-          work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """Run ``work`` unless the store says this step finished with the same inputs; return (outputs, ran)."""
-    h = hash_inputs(inputs, __version__)
-    done = store.step_done(run_id, item, step, h)
-    if done is not None and all(Path(p).exists() for p in done.get("files", [])):
-        return done, False
-    t0 = time.perf_counter()
-    try:
-        outputs = work()
-    except Exception as exc:
-        store.record_failure(run_id, item, step, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise
-    store.record_step(run_id, item, step, h, outputs=outputs, seconds=time.perf_counter() - t0)
-    return outputs, True
-
-
 def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026,
              params: dict[str, Any] | None = None) -> DemoResult:
-    """Simulate the demo sky and run the chain on each cluster.
+    """Simulate the demo sky and run the cluster pipeline on each cluster.
 
     Parameters
     ----------
@@ -80,47 +53,61 @@ def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026
     seed : int, optional
         Seed of the simulated sky.
     params : dict, optional
-        Overrides of :data:`DEMO_PARAMS`.
+        Configuration overrides merged over :data:`DEMO_PARAMS` (same layout as ``xmine.toml``).
 
     Returns
     -------
     DemoResult
-        One row per cluster: obsid used, counts in the image, bins, S/N range and
-        the region file.
+        One row per cluster: obsids and their clean fraction, point sources,
+        bins, S/N range, and the outline region file.
     """
+    from astropy.table import Table
+
     from xmine import simulate
+    from xmine.config import _merge, load_config
+    from xmine.pipeline import ClusterSpec, StepRunner, process_cluster
 
     out = Path(out_dir)
-    p = {**DEMO_PARAMS, **(params or {})}
+    overrides = _merge({"project": {"data_dir": str(out / "archive"), "work_dir": str(out / "products"),
+                                    "store": str(out / "xmine.duckdb")},
+                        "cache": {"offline": True}}, _merge(DEMO_PARAMS, params or {}))
+    config = load_config(environ={}, overrides=overrides)
     run_id = f"demo-seed{seed}"
     result = DemoResult(out_dir=out, run_id=run_id,
-                        columns=["cluster", "z", "obsid", "exp_ks", "counts", "bins", "S/N min", "S/N med",
-                                 "sky regions"])
-    with open_store(out / "xmine.duckdb") as store:
-        store.start_run("demo", {"seed": seed, **p}, seed=seed, run_id=run_id)
+                        columns=["cluster", "z", "obsids (clean %)", "masked", "bins", "S/N min", "S/N med",
+                                 "bin outlines (fk5)"])
+    with open_store(config.project.store) as store:
+        store.start_run("demo", {"seed": seed, **config.model_dump(mode="json")}, seed=seed, run_id=run_id)
         truth = simulate.demo_truth(seed=seed)
 
-        def _simulate() -> dict[str, Any]:
+        def _simulate(folder: Path) -> dict[str, Any]:
             products = simulate.simulate_sky(truth, out / "archive", seed=seed)
-            obs = {str(o.obsid): {"cluster": o.cluster, "instrument": o.instrument, "exposure_s": o.exposure_s,
-                                  "event_file": str(o.event_file), "expmap_file": str(o.expmap_file)}
-                   for o in products.observations}
-            files = [o["event_file"] for o in obs.values()] + [str(f) for f in products.catalog_files.values()]
-            return {"observations": obs, "catalogs": {k: str(v) for k, v in products.catalog_files.items()},
-                    "files": files}
+            files = [str(o.event_file) for o in products.observations]
+            return {"n_obs": len(products.observations),
+                    "catalogs": {k: str(v) for k, v in products.catalog_files.items()},
+                    "files": files + [str(v) for v in products.catalog_files.values()]}
 
-        sky, ran = _step(store, run_id, "sky", "simulate", {"seed": seed}, _simulate)
-        result.notes.append(("simulated" if ran else "reused") + f" {len(sky['observations'])} observations and "
+        sky, ran = StepRunner(store, run_id).run("sky", "simulate", out / "archive", {"seed": seed}, _simulate)
+        result.notes.append(("simulated" if ran else "reused") + f" {sky['n_obs']} observations and "
                             f"{len(sky['catalogs'])} catalogue tables in {out / 'archive'}")
-        for cluster in truth.clusters:
-            name = str(cluster["name"])
-            obs = {k: v for k, v in sky["observations"].items() if v["cluster"] == name}
-            obsid = max(obs, key=lambda k: obs[k]["exposure_s"])
-            row = _cluster_chain(store, run_id, out, name, float(cluster["ra_deg"]), float(cluster["dec_deg"]),
-                                 obsid, obs[obsid], p)
-            result.rows.append((name, float(cluster["z"]), f"{obsid} {obs[obsid]['instrument']}",
-                                round(obs[obsid]["exposure_s"] / 1e3, 1), *row))
+        catalog = Table.read(sky["catalogs"]["csc21/master_source.fits"])
+        for c in truth.clusters:
+            name = str(c["name"])
+            obsids = tuple(int(o) for o in truth.observations["obsid"][truth.observations["cluster"] == name])
+            spec = ClusterSpec(name=name, ra_deg=float(c["ra_deg"]), dec_deg=float(c["dec_deg"]), obsids=obsids,
+                               z=float(c["z"]))
+            res = process_cluster(spec, config=config, store=store, run_id=run_id, catalog=catalog)
+            folder = out / "products" / "clusters" / name
+            write_quicklook(folder / "quicklook.png", res.outputs["crop"]["counts"], res.outputs["contbin"]["binmap"],
+                            title=f"{name}  z = {spec.z:g}  ObsIDs {' '.join(map(str, obsids))}")
+            sn = np.asarray(Table.read(res.outputs["contbin"]["bins"])["sn"], dtype=float)
+            clean = " ".join(f"{o} ({100 * v['clean_fraction']:.0f})" for o, v in res.outputs["obs"].items())
+            result.rows.append((name, spec.z, clean, res.outputs["masks"]["n_masked"], res.n_bins,
+                                round(float(sn.min()), 1) if len(sn) else "-",
+                                round(float(np.median(sn)), 1) if len(sn) else "-",
+                                os.path.relpath(res.outputs["outlines"]["combined_fk5"], out)))
         store.finish_run(run_id)
+    result.notes.append(f"quick looks: {out / 'products' / 'clusters' / '*' / 'quicklook.png'}")
     result.notes.append(f"runs and steps recorded in {out / 'xmine.duckdb'} (run {run_id}); "
                         "rerun to resume, delete the folder to start again")
     return result
@@ -160,55 +147,3 @@ def write_quicklook(path: str | os.PathLike[str], image_path: str | os.PathLike[
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out
-
-
-def _cluster_chain(store: Store, run_id: str, out: Path, name: str, ra: float, dec: float, obsid: str,
-                   obs: dict[str, Any], p: dict[str, Any]) -> tuple[Any, ...]:
-    import numpy as np
-
-    from xmine.contbin import run_contbin
-    from xmine.events import filter_events, read_events
-    from xmine.images import make_counts_image, sky_box, write_image
-    from xmine.outlines import write_outline_regions
-
-    folder = out / "products" / name
-    item = f"{name}/{obsid}"
-    event_file = Path(obs["event_file"])
-
-    def _image() -> dict[str, Any]:
-        ev = filter_events(read_events(event_file), emin_kev=p["emin_kev"], emax_kev=p["emax_kev"])
-        n = int(p["image_size_pix"])
-        xmin, ymin = sky_box(ev.wcs, ra, dec, size_pix=n, binsize=p["binsize"])
-        image, header = make_counts_image(ev, xmin=xmin, ymin=ymin, shape=(n, n), binsize=p["binsize"])
-        path = write_image(folder / f"{obsid}_img.fits", image, header)
-        return {"image": str(path), "counts": int(image.sum()), "files": [str(path)]}
-
-    img, _ = _step(store, run_id, item, "image", {"events": event_file, **p, "ra": ra, "dec": dec}, _image)
-
-    def _bin() -> dict[str, Any]:
-        paths = run_contbin(img["image"], out_dir=folder / "contbin", sn=p["sn"], smoothsn=p["smoothsn"],
-                            constrainfill=p["constrainfill"], constrainval=p["constrainval"])
-        return {k: str(v) for k, v in paths.items()} | {"files": [str(v) for v in paths.values()]}
-
-    bins, _ = _step(store, run_id, item, "contbin", {"image": Path(img["image"]), **p}, _bin)
-
-    def _outlines() -> dict[str, Any]:
-        files = write_outline_regions(bins["binmap"], out_dir=folder / "regions", coords=("physical", "fk5"),
-                                      per_bin=False)
-        return {"files": [str(f) for f in files]}
-
-    regs, _ = _step(store, run_id, item, "outlines", {"binmap": Path(bins["binmap"])}, _outlines)
-
-    def _quicklook() -> dict[str, Any]:
-        path = write_quicklook(folder / "quicklook.png", img["image"], bins["binmap"], title=f"{name}  ObsID {obsid}")
-        return {"files": [str(path)]}
-
-    _step(store, run_id, item, "quicklook", {"binmap": Path(bins["binmap"])}, _quicklook)
-
-    from astropy.table import Table
-
-    table = Table.read(bins["bins"])
-    sn = np.asarray(table["sn"], dtype=float)
-    fk5 = next((f for f in regs["files"] if f.endswith("fk5.reg")), regs["files"][-1])
-    return (img["counts"], len(table), round(float(sn.min()), 1) if len(sn) else "-",
-            round(float(np.median(sn)), 1) if len(sn) else "-", os.path.relpath(fk5, out))

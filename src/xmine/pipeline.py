@@ -325,8 +325,9 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
         with atomic_write(table) as tmp:
             _fits_safe_meta(sources).write(tmp, format="fits")
         n_review = int(np.sum(sources["review"])) if "review" in sources.colnames else 0
+        n_masked = int(np.sum(sources["masked"])) if "masked" in sources.colnames else len(sources)
         return {"mask": str(mpath), "regions_fk5": str(reg), "sources": str(table), "n_sources": len(sources),
-                "n_review": n_review, "files": [str(mpath), str(reg), str(regp), str(table)]}
+                "n_masked": n_masked, "n_review": n_review, "files": [str(mpath), str(reg), str(regp), str(table)]}
 
     mk, _ = runner.run(item, "masks", cdir / "masks",
                        {"counts": counts_path, "exposure": exp_path, "catalog": _table_hash(catalog),
@@ -518,7 +519,7 @@ def run_process(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog
     try:
         rid = st.start_run("process", {"config": config.model_dump(mode="json"),
                                        "clusters": [c.name for c in clusters]}, run_id=run_id)
-        summary = ProcessSummary(run_id=rid, columns=["cluster", "obsids", "clean", "point src", "review", "bins",
+        summary = ProcessSummary(run_id=rid, columns=["cluster", "obsids", "clean", "masked", "review", "bins",
                                                       "outlines (fk5)"])
         for c in clusters:
             try:
@@ -532,7 +533,7 @@ def run_process(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog
             obs = res.outputs.get("obs", {})
             clean = " ".join(f"{100 * o['clean_fraction']:.0f}%" for o in obs.values())
             used = " ".join(obs) + (f" ({len(res.failed_obsids)} failed)" if res.failed_obsids else "")
-            summary.rows.append((c.name, used, clean, res.outputs["masks"]["n_sources"],
+            summary.rows.append((c.name, used, clean, res.outputs["masks"]["n_masked"],
                                  res.outputs["masks"]["n_review"], res.n_bins,
                                  res.outputs["outlines"]["combined_fk5"]))
         st.finish_run(rid, "finished" if summary.failed == 0 else "finished with failures")
