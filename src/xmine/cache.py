@@ -169,8 +169,12 @@ def _expired(prov: Mapping[str, Any], now: _dt.datetime | None = None) -> bool:
 # ---------------------------------------------------------------------------- read / write tables
 def store_result(store: Store, name: str, table: pa.Table, *, service: str, catalogue: str, query_text: str,
                  truncated: bool = False, release: str | None = None, params: Mapping[str, Any] | None = None,
-                 expiry_days: float | None = 90.0) -> dict[str, Any]:
+                 expiry_days: float | None = 90.0, healpix: bool = True) -> dict[str, Any]:
     """Write (or replace) a cached table and its provenance row in one transaction.
+
+    A table with sky positions (``ra``/``dec`` or 4XMM's ``sc_ra``/``sc_dec``, any
+    case) gets a HEALPix index column ``hpx`` (nested, depth 16) and is stored
+    sorted by it, so cone queries (:func:`xmine.sky.select_cone`) skip most rows.
 
     Parameters
     ----------
@@ -184,6 +188,8 @@ def store_result(store: Store, name: str, table: pa.Table, *, service: str, cata
         Provenance.
     expiry_days : float or None, optional
         Days until the result counts as stale (None: never).
+    healpix : bool, optional
+        Add the ``hpx`` index column when positions are found.
 
     Returns
     -------
@@ -194,6 +200,8 @@ def store_result(store: Store, name: str, table: pa.Table, *, service: str, cata
     if not isinstance(table, pa.Table):
         msg = f"store_result needs a pyarrow.Table, not {type(table).__name__}"
         raise InputError(msg)
+    if healpix:
+        table = _with_healpix(table)
     expires = _now() + _dt.timedelta(days=expiry_days) if expiry_days is not None else None
     view = f"_xmine_incoming_{threading.get_ident()}"
     store.con.register(view, table)
@@ -219,6 +227,33 @@ def _comment_columns(con: Any, name: str, schema: pa.Schema) -> None:
             comment = json.dumps(meta, sort_keys=True).replace("'", "''")
             col = f.name.replace('"', '""')
             con.execute(f'COMMENT ON COLUMN {_quote(name)}."{col}" IS \'{comment}\'')
+
+
+_POSITION_COLUMNS = (("ra", "dec"), ("sc_ra", "sc_dec"))
+
+
+def _with_healpix(table: pa.Table, hpx_col: str = "hpx") -> pa.Table:
+    """Return ``table`` with a depth-16 HEALPix column, sorted by it (unchanged if it has no usable positions)."""
+    from xmine.sky import healpix_index
+
+    names = {n.lower(): n for n in table.column_names}
+    if hpx_col in names or table.num_rows == 0:
+        return table
+    for ra_name, dec_name in _POSITION_COLUMNS:
+        if ra_name in names and dec_name in names:
+            ra, dec = table.column(names[ra_name]), table.column(names[dec_name])
+            if not (pa.types.is_floating(ra.type) and pa.types.is_floating(dec.type)) or ra.null_count or \
+                    dec.null_count:
+                return table
+            ra_np = ra.to_numpy(zero_copy_only=False)
+            dec_np = dec.to_numpy(zero_copy_only=False)
+            if not (np.all(np.isfinite(ra_np)) and np.all(np.isfinite(dec_np)) and np.all(np.abs(dec_np) <= 90)):
+                return table
+            hpx = healpix_index(ra_np, dec_np)
+            field = pa.field(hpx_col, pa.int64(), metadata={b"description": b"HEALPix nested index, depth 16"})
+            out = table.append_column(field, pa.array(hpx))
+            return out.take(pa.array(np.argsort(hpx, kind="stable")))
+    return table
 
 
 def load_table(store: Store, name: str) -> pa.Table:

@@ -109,3 +109,17 @@ def test_match_sources_uses_both_errors():
     m = sky.match_sources(csc, xmm)
     assert m.column("csc_name").to_pylist() == ["2CXO A"]
     assert m.column("sigma_arcsec").to_numpy()[0] == pytest.approx(np.sqrt(2))
+
+
+def test_cached_positions_get_a_healpix_column(tmp_path):
+    t = pa.table({"SC_RA": [10.0, 200.0, 0.001], "SC_DEC": [5.0, -30.0, 89.9], "id": [1, 2, 3]})
+    no_pos = pa.table({"obsid": [1, 2]})
+    with open_store(tmp_path / "c.duckdb") as s:
+        a = cache.load_query(s, "a", service="http://x.invalid", fetch=lambda: t)
+        b = cache.load_query(s, "b", service="http://x.invalid", fetch=lambda: no_pos)
+        hpx = a.table.column("hpx").to_numpy()
+        assert np.all(np.diff(hpx) >= 0)
+        assert set(hpx) == set(sky.healpix_index(t.column("SC_RA"), t.column("SC_DEC")))
+        assert "hpx" not in b.table.column_names
+        got = sky.select_cone(s, a.name, 10.0, 5.0, 0.01, ra_col="SC_RA", dec_col="SC_DEC")
+        assert got.column("id").to_pylist() == [1]
