@@ -123,3 +123,19 @@ def test_cached_positions_get_a_healpix_column(tmp_path):
         assert "hpx" not in b.table.column_names
         got = sky.select_cone(s, a.name, 10.0, 5.0, 0.01, ra_col="SC_RA", dec_col="SC_DEC")
         assert got.column("id").to_pylist() == [1]
+
+
+def test_crossmatch_dense_rows_with_many_partners():
+    rng = np.random.default_rng(5)
+    ra1, dec1 = _random_sky(rng, 300, 0.0, 60.0, 0.02)
+    ra2, dec2 = _random_sky(rng, 3000, 0.0, 60.0, 0.02)
+    got = sky.crossmatch(ra1, dec1, ra2, dec2, 20.0, sort=True)
+    i, j, _, _ = search_around_sky(SkyCoord(ra1 * u.deg, dec1 * u.deg), SkyCoord(ra2 * u.deg, dec2 * u.deg),
+                                   20 * u.arcsec)
+    assert np.bincount(got.column("i1").to_numpy()).max() > 8  # beyond the kernel's first-pass capacity
+    assert set(zip(got.column("i1").to_pylist(), got.column("i2").to_pylist(), strict=True)) == set(
+        zip(i.tolist(), j.tolist(), strict=True))
+    i1 = got.column("i1").to_numpy()
+    assert np.all(np.diff(i1) >= 0)
+    duck = sky.crossmatch(ra1, dec1, ra2, dec2, 20.0, engine="duckdb")
+    assert duck.column("i2").to_pylist() == got.column("i2").to_pylist()
