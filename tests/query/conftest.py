@@ -93,6 +93,8 @@ def server_truth() -> dict[str, object]:
     for key, rel in {"master_source": "csc21/data/master_source.csv",
                      "master_stack_assoc": "csc21/data/master_stack_assoc.csv",
                      "stack_observation_assoc": "csc21/data/stack_observation_assoc.csv",
+                     "stack_source": "csc21/data/stack_source.csv",
+                     "observation_source": "csc21/data/observation_source.csv",
                      "observations": "chandra/data/observations.csv",
                      "xmm": "xmm/data/epic_source_cat.csv", "truth_match": "truth_match.csv"}.items():
         out[key] = Table.read(DACHS_DIR / rel, format="ascii.csv")

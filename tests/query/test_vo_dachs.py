@@ -303,3 +303,50 @@ def test_cone_search_retried_through_proxy(dachs, proxy):
     proxy.queue(("status", 503, 0))
     res = vo.query_cone(proxy.url_for(dachs["scs_csc21"]), 150.125, 2.21, 0.1, retries=1, backoff_s=0.01)
     assert len(res.table) > 0
+
+
+# ---------------------------------------------------------------- all CSC levels through the named join recipes
+def _csc_tables() -> dict[str, object]:
+    from xmine.recipes import Identifier
+
+    return {k: Identifier(f"csc21.{k}") for k in ("master_source", "master_stack_assoc", "stack_observation_assoc",
+                                                 "observation_source", "stack_source")}
+
+
+def test_recipe_master_to_obsids(dachs, server_truth):
+    from xmine.recipes import load_recipe, render_adql
+
+    t = _csc_tables()
+    adql = render_adql(load_recipe("csc21_master_obsids"), {
+        "master_source": t["master_source"], "master_stack_assoc": t["master_stack_assoc"],
+        "stack_observation_assoc": t["stack_observation_assoc"], "min_significance": 0})
+    res = vo.query_tap(adql, url=dachs["tap"]).table
+    assert len(res) == len(server_truth["stack_observation_assoc"])
+    assert set(res["obsid"]) == set(server_truth["observations"]["obsid"])
+
+
+def test_recipe_observation_sources_of_an_obsid(dachs, server_truth):
+    from xmine.recipes import load_recipe, render_adql
+
+    t = _csc_tables()
+    adql = render_adql(load_recipe("csc21_observation_sources"), {
+        "master_source": t["master_source"], "master_stack_assoc": t["master_stack_assoc"],
+        "stack_observation_assoc": t["stack_observation_assoc"], "observation_source": t["observation_source"],
+        "obsid": 90101})
+    res = vo.query_tap(adql, url=dachs["tap"]).table
+    soa = server_truth["stack_observation_assoc"]
+    assert len(res) == int((soa["obsid"] == 90101).sum())
+    assert set(res["obsid"]) == {90101}
+    assert str(res["theta"].unit) == "arcmin"
+    assert np.all(res["src_cnts_aper_b"] > 0)
+
+
+def test_recipe_stack_sources(dachs, server_truth):
+    from xmine.recipes import load_recipe, render_adql
+
+    t = _csc_tables()
+    adql = render_adql(load_recipe("csc21_stack_sources"), {
+        "master_source": t["master_source"], "master_stack_assoc": t["master_stack_assoc"],
+        "stack_source": t["stack_source"], "min_significance": 0})
+    res = vo.query_tap(adql, url=dachs["tap"]).table
+    assert len(res) == len(server_truth["master_stack_assoc"])

@@ -10,7 +10,8 @@ data) and the same seed gives the same bytes.
 Run with the project's Python (``python tests/servers/dachs/make_data.py``);
 ``up.sh`` runs it when a data file is missing. Writes::
 
-    csc21/data/master_source.csv, master_stack_assoc.csv, stack_observation_assoc.csv
+    csc21/data/master_source.csv, master_stack_assoc.csv, stack_observation_assoc.csv,
+               stack_source.csv, observation_source.csv
     chandra/data/observations.csv
     xmm/data/epic_source_cat.csv
     truth_match.csv      (catalogue row -> truth source, for cross-match tests)
@@ -73,14 +74,56 @@ def make_truth(seed: int = SEED):
     return validate_truth(clusters, points, observations)
 
 
+#: counts per (erg cm-2 s-1 x s): the ECF used to turn a flux into counts for observation_source
+ECF_ERG_CM2 = 1.0e-11
+
+
+def _level_tables(cats) -> tuple[Table, Table]:
+    """stack_source and observation_source rows derived from the master rows and the associations.
+
+    Positions and fluxes are the master source's; ``theta`` (off-axis angle) comes from each
+    observation's pointing and ``src_cnts_aper_b`` from the flux, the exposure and a fixed ECF,
+    dimmed by 1 - 0.035 theta (vignetting). A subset of the real tables' columns.
+    """
+    ms = {str(r["name"]): r for r in cats.csc_master_source}
+    obs = {int(r["obsid"]): r for r in cats.csc_observations}
+    st_rows, ob_rows = [], []
+    for a in cats.csc_master_stack_assoc:
+        m = ms[str(a["name"])]
+        st_rows.append((str(a["detect_stack_id"]), int(a["region_id"]), float(m["ra"]), float(m["dec"]),
+                        float(m["flux_aper_b"]), float(m["significance"])))
+    name_of = {(str(a["detect_stack_id"]), int(a["region_id"])): str(a["name"]) for a in cats.csc_master_stack_assoc}
+    for b in cats.csc_stack_observation_assoc:
+        m = ms[name_of[(str(b["detect_stack_id"]), int(b["region_id"]))]]
+        o = obs[int(b["obsid"])]
+        c_ra, c_dec = math.radians(float(m["ra"])), math.radians(float(m["dec"]))
+        p_ra, p_dec = math.radians(float(o["ra_pnt"])), math.radians(float(o["dec_pnt"]))
+        cosd = math.sin(c_dec) * math.sin(p_dec) + math.cos(c_dec) * math.cos(p_dec) * math.cos(c_ra - p_ra)
+        theta = math.degrees(math.acos(min(1.0, max(-1.0, cosd)))) * 60.0
+        counts = float(m["flux_aper_b"]) * float(o["exposure_s"]) / ECF_ERG_CM2 * max(0.3, 1 - 0.035 * theta)
+        ob_rows.append((int(b["obsid"]), int(b["obi"]), int(b["region_id"]), float(m["ra"]), float(m["dec"]),
+                        theta, float(m["flux_aper_b"]), round(counts, 2)))
+    stack = Table(rows=st_rows, names=["detect_stack_id", "region_id", "ra", "dec", "flux_aper_b", "significance"])
+    observation = Table(rows=ob_rows, names=["obsid", "obi", "region_id", "ra", "dec", "theta", "flux_aper_b",
+                                             "src_cnts_aper_b"])
+    return stack, observation
+
+
 def write_all(out: Path = HERE, seed: int = SEED) -> list[Path]:
     """Write every CSV below ``out`` and return their paths."""
     cats = make_catalogs(make_truth(seed), seed=seed)
+    stack, observation = _level_tables(cats)
     with tempfile.TemporaryDirectory() as tmp:
         files = write_catalogs(cats, tmp)
+        files["csc21/stack_source.csv"] = Path(tmp) / "stack_source.csv"
+        stack.write(files["csc21/stack_source.csv"], format="ascii.csv")
+        files["csc21/observation_source.csv"] = Path(tmp) / "observation_source.csv"
+        observation.write(files["csc21/observation_source.csv"], format="ascii.csv")
         wanted = {"csc21/master_source.csv": "csc21/data/master_source.csv",
                   "csc21/master_stack_assoc.csv": "csc21/data/master_stack_assoc.csv",
                   "csc21/stack_observation_assoc.csv": "csc21/data/stack_observation_assoc.csv",
+                  "csc21/stack_source.csv": "csc21/data/stack_source.csv",
+                  "csc21/observation_source.csv": "csc21/data/observation_source.csv",
                   "csc21/observations.csv": "chandra/data/observations.csv",
                   "xmm/epic_source_cat.csv": "xmm/data/epic_source_cat.csv",
                   "truth_match.csv": "truth_match.csv"}
@@ -100,7 +143,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
     names = ["csc21/data/master_source.csv", "csc21/data/master_stack_assoc.csv",
-             "csc21/data/stack_observation_assoc.csv", "chandra/data/observations.csv",
+             "csc21/data/stack_observation_assoc.csv", "csc21/data/stack_source.csv",
+             "csc21/data/observation_source.csv", "chandra/data/observations.csv",
              "xmm/data/epic_source_cat.csv"]
     if args.only_missing and all((args.out / n).exists() for n in names):
         return
