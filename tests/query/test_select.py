@@ -229,3 +229,8 @@ def test_select_from_simulated_catalogue_tables(tmp_path):
     ps = res.point_sources[~res.point_sources["extended"]]
     assert ps["masked"].all()
     assert len(set(ps["name"])) >= 0.8 * sum(truth.point_sources["cluster"] != "")
+
+
+def test_unknown_catalogue_is_an_input_error():
+    with pytest.raises(InputError, match=r"no catalogue description 'sdss'.*known: .*csc21"):
+        to_common(Table({"ra": [1.0], "dec": [1.0]}), "sdss")
