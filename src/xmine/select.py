@@ -27,7 +27,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,7 +410,7 @@ def select_point_sources(store: Store, services: Services, clusters: Table, cove
                          out_dir: str | os.PathLike[str], field_radius_arcmin: float = 10.0,
                          core_radius_arcsec: float | None = None, mask_core: bool = False,
                          ecf_erg_cm2_per_count: float | None = None, refresh: bool = False,
-                         offline: bool = False) -> PointSourceSelection:
+                         offline: bool = False, progress: Callable[[str], None] | None = None) -> PointSourceSelection:
     """List the catalogued point sources in each cluster field and write their region files.
 
     Parameters
@@ -434,6 +434,8 @@ def select_point_sources(store: Store, services: Services, clusters: Table, cove
         Flux → counts (default :data:`xmine.masks.DEFAULT_ECF`).
     refresh, offline : bool, optional
         Cache behaviour.
+    progress : callable, optional
+        Called with each cluster's name before its field is done (progress display).
 
     Returns
     -------
@@ -445,12 +447,13 @@ def select_point_sources(store: Store, services: Services, clusters: Table, cove
 
     return _point_sources(clusters, coverage, cone, out_dir=out_dir, field_radius_arcmin=field_radius_arcmin,
                           core_radius_arcsec=core_radius_arcsec, mask_core=mask_core,
-                          ecf_erg_cm2_per_count=ecf_erg_cm2_per_count)
+                          ecf_erg_cm2_per_count=ecf_erg_cm2_per_count, progress=progress)
 
 
 def _point_sources(clusters: Table, coverage: Table, cone: Any, *, out_dir: str | os.PathLike[str],
                    field_radius_arcmin: float, core_radius_arcsec: float | None, mask_core: bool,
-                   ecf_erg_cm2_per_count: float | None) -> PointSourceSelection:
+                   ecf_erg_cm2_per_count: float | None,
+                   progress: Callable[[str], None] | None = None) -> PointSourceSelection:
     from xmine import masks
 
     ecf = masks.DEFAULT_ECF if ecf_erg_cm2_per_count is None else ecf_erg_cm2_per_count
@@ -463,6 +466,8 @@ def _point_sources(clusters: Table, coverage: Table, cone: Any, *, out_dir: str 
         obs = coverage[coverage["cluster"] == name] if len(coverage) else coverage
         if len(obs) == 0:
             continue
+        if progress is not None:
+            progress(name)
         csc = cone("csc21", ra0, dec0, r_deg)
         xmm = cone("4xmm", ra0, dec0, r_deg)
         if len(xmm) and len(csc):  # a 4XMM source with a CSC counterpart is listed once, at the CSC position
@@ -567,7 +572,7 @@ def run_selection(config: Any, *, out_dir: str | os.PathLike[str], clusters_file
                   obs_tap: str | None = None, obs_table: str = "chandra.observations",
                   min_significance: float = 3.0, min_ext_ml: float = 10.0, max_sum_flag: int = 0,
                   field_radius_arcmin: float = 10.0, core_radius_arcsec: float | None = None,
-                  mask_core: bool = False) -> SelectionResult:
+                  mask_core: bool = False, progress: Callable[[str], None] | None = None) -> SelectionResult:
     """Select clusters (or read the user's list), their obsids and, optionally, their point sources.
 
     Writes ``clusters.ecsv``, ``observations.ecsv`` and (with ``point_sources``)
@@ -592,6 +597,8 @@ def run_selection(config: Any, *, out_dir: str | os.PathLike[str], clusters_file
         Cluster-candidate cuts (see :func:`select_clusters`).
     field_radius_arcmin, core_radius_arcsec, mask_core : optional
         Point-source options (see :func:`select_point_sources`).
+    progress : callable, optional
+        Called with a short text at each step (progress display; the library itself prints nothing).
 
     Returns
     -------
@@ -605,11 +612,15 @@ def run_selection(config: Any, *, out_dir: str | os.PathLike[str], clusters_file
     qdirs = list(config.project.query_dirs)
     files: list[Path] = []
     with open_store(config.project.store) as store:
+        if progress is not None:
+            progress("cluster candidates")
         if clusters_file is not None:
             clusters = clusters_from_file(clusters_file)
         else:
             clusters = select_clusters(store, services, min_significance=min_significance, min_ext_ml=min_ext_ml,
                                        max_sum_flag=max_sum_flag, refresh=refresh, offline=off, query_dirs=qdirs)
+        if progress is not None:
+            progress("observations")
         obs = load_observations(store, services, refresh=refresh, offline=off, query_dirs=qdirs)
         coverage = observations_covering(clusters, obs)
         files.append(_write_table(clusters, out / "clusters.ecsv"))
@@ -618,7 +629,8 @@ def run_selection(config: Any, *, out_dir: str | os.PathLike[str], clusters_file
         if point_sources:
             sel = select_point_sources(store, services, clusters, coverage, out_dir=out,
                                        field_radius_arcmin=field_radius_arcmin, core_radius_arcsec=core_radius_arcsec,
-                                       mask_core=mask_core, refresh=refresh, offline=off)
+                                       mask_core=mask_core, refresh=refresh, offline=off,
+                                       progress=None if progress is None else (lambda n: progress(f"field {n}")))
             sources = sel.sources
             files.append(_write_table(sources, out / "point_sources.ecsv"))
             files.extend(sel.region_files)

@@ -187,7 +187,10 @@ def test_run_selection_from_config(dachs, tmp_path):
     env = {"XMINE_SERVICES__CSC21__TAP_URL": dachs["tap"], "XMINE_SERVICES__XMM__TAP_URL": dachs["tap"],
            "XMINE_SERVICES__XMM__TABLE": "xmmssc.catalogue", "XMINE_PROJECT__STORE": str(tmp_path / "x.duckdb")}
     config = load_config(environ=env)
-    res = select.run_selection(config, out_dir=tmp_path / "sel")
+    steps: list[str] = []
+    res = select.run_selection(config, out_dir=tmp_path / "sel", progress=steps.append)
+    assert steps[:2] == ["cluster candidates", "observations"]
+    assert sum(s.startswith("field ") for s in steps) == 8
     cols, rows = res.summary()
     assert len(rows) == 8
     assert all(r[3] != "-" for r in rows)
