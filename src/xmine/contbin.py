@@ -400,6 +400,21 @@ def _heap_pop(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int) -> tuple[i
     return n, topk, topt, top
 
 
+@njit(cache=True)
+def _heap_room(hk: np.ndarray, ht: np.ndarray, hp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the heap arrays, doubled in size if they are full."""
+    if n < hk.shape[0]:
+        return hk, ht, hp
+    m = 2 * hk.shape[0]
+    hk2 = np.empty(m)
+    ht2 = np.empty(m, np.int64)
+    hp2 = np.empty(m, np.int64)
+    hk2[:n] = hk[:n]
+    ht2[:n] = ht[:n]
+    hp2[:n] = hp[:n]
+    return hk2, ht2, hp2
+
+
 # per-bin statistics columns
 _F, _N, _W, _B, _Q, _CX, _CY, _CW, _SEED, _NEXT = range(10)
 _NSTAT = 10
@@ -494,12 +509,13 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
     arrival = np.zeros(npix, np.int64)
     tie = np.zeros(npix, np.int64)
     stamp = np.full(npix, -1, np.int32)
-    hk = np.empty(npix)
-    ht = np.empty(npix, np.int64)
-    hp = np.empty(npix, np.int64)
-    dk = np.empty(npix)
-    dt = np.empty(npix, np.int64)
-    dp = np.empty(npix, np.int64)
+    hcap = min(npix, 4096)
+    hk = np.empty(hcap)
+    ht = np.empty(hcap, np.int64)
+    hp = np.empty(hcap, np.int64)
+    dk = np.empty(hcap)
+    dt = np.empty(hcap, np.int64)
+    dp = np.empty(hcap, np.int64)
     cap = 64
     st = np.zeros((cap, _NSTAT))
     nb = 0
@@ -542,12 +558,14 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                     stamp[pp] = b
                     # contbin scans edge pixels in order of arrival, neighbours up, left, right, down
                     tie[pp] = arrival[cur] * 4 + k if contbin_ties else rank[pp]
+                    hk, ht, hp = _heap_room(hk, ht, hp, hn)
                     hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), tie[pp], pp)
             if _bin_sn2(st, b, has_bg) >= thr2:
                 break
             # parked pixels that may have come inside the circle go back on offer
             while dn > 0 and dk[0] <= slack:
                 dn, _, _, pp = _heap_pop(dk, dt, dp, dn)
+                hk, ht, hp = _heap_room(hk, ht, hp, hn)
                 hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), tie[pp], pp)
             got = -1
             while hn > 0:
@@ -557,6 +575,7 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                 if constrain and not _constraint_ok(st, b, pp, nx, areas, cval2):
                     m = _constraint_margin(st, b, pp, nx, areas, cval)
                     thr = slack + m * (1.0 - 1e-9) - 1e-9
+                    dk, dt, dp = _heap_room(dk, dt, dp, dn)
                     dn = _heap_push(dk, dt, dp, dn, thr, tie[pp], pp)
                     continue
                 got = pp
