@@ -5,7 +5,7 @@ import pytest
 from astropy.io import fits
 from scipy import stats
 
-from xmine.errors import InputError
+from xmine.errors import CacheError, InputError
 from xmine.events import filter_events, read_events
 from xmine.gti import (
     LightCurve,
@@ -205,6 +205,6 @@ def test_full_disk_leaves_no_gti_file(flared, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fits.HDUList, "writeto", full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CacheError, match=r"gti.fits: the disk is full"):
         write_gti(tmp_path / "gti.fits", res.gti, result=res)
     assert list(tmp_path.iterdir()) == []
