@@ -506,7 +506,7 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
     ny = npix // nx
     cval = math.sqrt(cval2)
     binmap = np.full(npix, -1, np.int32)
-    arrival = np.zeros(npix, np.int64)
+    arrival = np.zeros(npix, np.int32)
     tie = np.zeros(npix, np.int64)
     stamp = np.full(npix, -1, np.int32)
     hcap = min(npix, 4096)
@@ -1351,13 +1351,15 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
 
     has_bg = bg32 is not None
     ny, nx = shape
-    m = valid.astype(np.float64)
-    cnt = cnt32.astype(np.float64) * m
+    cnt = np.where(valid, cnt32, 0).astype(np.float64)
     if has_bg:
         er = _exposure_ratio(shape, exp_arr, bgexp_arr, exposure_s, bg_exposure_s)
-        bgv = bg32.astype(np.float64) * m
+        bgv = np.where(valid, bg32, 0).astype(np.float64)
         bgw = bgv * er
-        qq = er * er * m
+        er *= er
+        er[~valid] = 0.0
+        qq = er
+        del er
     else:
         bgv = bgw = qq = np.zeros(1)
 
@@ -1378,13 +1380,13 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
         raise InputError(msg)
 
     if smoothed is None:
-        arrs = [cnt, m] + ([bgw, bgv, qq] if has_bg else [])
-        P = _prefix(arrs)
-        sm64, _radius = _smooth_kernel(P, valid, float(smoothsn))
-        del P
+        P = _prefix([cnt, valid] + ([bgw, bgv, qq] if has_bg else []))
+        sm64, radius = _smooth_kernel(P, valid, float(smoothsn))
+        del P, radius
     else:
         sm64 = _as_image("smoothed", smoothed, shape).astype(np.float64)
     s32 = np.where(valid, sm64, 0.0).astype(np.float32)
+    del sm64
     s = s32.astype(np.float64).ravel()
 
     order, rank = pixel_ranks(s32, cnt32, valid, binup=binup, like_contbin=ties == "contbin")
