@@ -350,3 +350,24 @@ def test_recipe_stack_sources(dachs, server_truth):
         "stack_source": t["stack_source"], "min_significance": 0})
     res = vo.query_tap(adql, url=dachs["tap"]).table
     assert len(res) == len(server_truth["master_stack_assoc"])
+
+
+def test_async_job_survives_faults_and_is_deleted(dachs, proxy):
+    # 503 on submission, then a reset connection on a later request (run or poll): both retried
+    proxy.queue(("status", 503, 0))
+    url = proxy.url_for(dachs["tap"])
+    phases: list[str] = []
+
+    def poll(phase: str) -> None:
+        if not phases:
+            proxy.queue(("reset",))
+        phases.append(phase)
+
+    res = vo.query_tap("SELECT TOP 7 * FROM csc21.master_source", url=url, mode="async", retries=3, backoff_s=0.05,
+                       poll=poll)
+    assert len(res.table) == 7
+    assert any("503" in w for _, _, w in proxy.log)
+    assert any("reset" in w for _, _, w in proxy.log)
+    assert all(path.startswith(("/tap/", "/__system__/tap/")) for _, path, _ in proxy.log)
+    assert proxy.log[-1][0] == "DELETE"  # the job was deleted through the same (faulty) path
+    assert _jobs(dachs["base"]) == []

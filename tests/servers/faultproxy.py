@@ -131,4 +131,3 @@ class FaultProxy:
         """Append faults, applied to the next requests in order."""
         with self._lock:
             self.faults.extend(faults)
-            self.log.clear()
