@@ -290,8 +290,8 @@ def test_persistent_429_gives_up(dachs, proxy):
 
 
 def test_stall_times_out_then_retry_succeeds(dachs, proxy):
-    proxy.queue(("stall", 3.0))
-    res = vo.query_tap("SELECT TOP 4 * FROM csc21.master_source", url=proxy.url_for(dachs["tap"]), timeout_s=1.0,
+    proxy.queue(("stall", 6.0))  # the timeout leaves a loaded server time to answer the retry
+    res = vo.query_tap("SELECT TOP 4 * FROM csc21.master_source", url=proxy.url_for(dachs["tap"]), timeout_s=3.0,
                        retries=2, backoff_s=0.01)
     assert len(res.table) == 4
 
