@@ -669,10 +669,10 @@ def run_sql(store_path: str | Path, sql: str, params: Mapping[str, Any] | None =
 def load_tap(store: Store, adql: str, *, url: str, maxrec: int | None = None, mode: Literal["sync", "async"] = "sync",
              catalogue: str = "query", release: str | None = None, name: str | None = None, refresh: bool = False,
              offline: bool = False, expiry_days: float | None = 90.0, timeout_s: float = 300.0,
-             retries: int = 3, hint: str | None = None) -> CachedResult:
+             retries: int = 3, hint: str | None = None, poll: Callable[[str], None] | None = None) -> CachedResult:
     """Return the result of an ADQL query from the cache, fetching it with :func:`xmine.vo.query_tap` if needed.
 
-    Parameters are those of :func:`load_query` and :func:`xmine.vo.query_tap`;
+    Parameters are those of :func:`load_query` and :func:`xmine.vo.query_tap` (``poll`` gets the async job's phase);
     ``url``, the query text, ``maxrec`` and ``mode`` make the key. The
     provenance records ``kind = "tap"`` so ``xmine cache refresh`` can re-run it.
     """
@@ -681,7 +681,7 @@ def load_tap(store: Store, adql: str, *, url: str, maxrec: int | None = None, mo
     params = {"kind": "tap", "maxrec": maxrec, "mode": mode}
 
     def fetch() -> Any:
-        return vo.query_tap(adql, url=url, maxrec=maxrec, mode=mode, timeout_s=timeout_s, retries=retries)
+        return vo.query_tap(adql, url=url, maxrec=maxrec, mode=mode, timeout_s=timeout_s, retries=retries, poll=poll)
 
     return load_query(store, adql, service=url, fetch=fetch, catalogue=catalogue, release=release, params=params,
                       name=name, refresh=refresh, offline=offline, expiry_days=expiry_days, kind="tap", hint=hint)
