@@ -798,13 +798,15 @@ def query_table(table: str, *, url: str, key: str, columns: Sequence[str] | None
                 where: Sequence[str] = (), cone: AdqlQuery | None = None, page_size: int = 10_000,
                 max_rows: int | None = None, mode: Literal["sync", "async"] = "sync", timeout_s: float = 300.0,
                 retries: int = 3, session: requests.Session | None = None, booleans: Sequence[str] = (),
-                dry_run: bool = False, backoff_s: float = 1.0) -> QueryResult | QueryPlan:
+                dry_run: bool = False, backoff_s: float = 1.0, maxrec: int | None = None) -> QueryResult | QueryPlan:
     """Fetch every row of a table (or of a condition on it), paging by a unique key.
 
     Each page is ``SELECT TOP page_size ... WHERE <where> AND key > <last key>
     ORDER BY key`` with ``MAXREC = page_size``; paging stops at the first short
-    page. The concatenated result equals the unpaged one, without duplicates,
-    whatever row limit the service imposes (as long as it is ≥ ``page_size``).
+    page that the service did not flag as cut. The concatenated result equals
+    the unpaged one, without duplicates, whatever row limit the service
+    imposes: a page cut below ``page_size`` by the service's own limit
+    (overflow status) is followed by the next one from its last key.
 
     Parameters
     ----------
@@ -826,6 +828,8 @@ def query_table(table: str, *, url: str, key: str, columns: Sequence[str] | None
         Stop after this many rows (the result is then marked truncated, with a warning).
     mode, timeout_s, retries, session, booleans, dry_run, backoff_s
         As for :func:`query_tap`.
+    maxrec : int, optional
+        MAXREC sent with each page (default ``page_size``); a service limit below it is handled.
 
     Returns
     -------
@@ -849,12 +853,12 @@ def query_table(table: str, *, url: str, key: str, columns: Sequence[str] | None
     with _session_scope(session, timeout_s) as sess:
         return _page(table, url=url, key=key, cols=cols, base_where=base_where, cone=cone, page_size=page_size,
                      max_rows=max_rows, mode=mode, timeout_s=timeout_s, sess=sess, booleans=booleans, retry=retry,
-                     first=first)
+                     first=first, maxrec=page_size if maxrec is None else int(maxrec))
 
 
 def _page(table: str, *, url: str, key: str, cols: list[str] | None, base_where: list[str], cone: AdqlQuery | None,
           page_size: int, max_rows: int | None, mode: Literal["sync", "async"], timeout_s: float,
-          sess: requests.Session, booleans: Sequence[str], retry: _Retry, first: str) -> QueryResult:
+          sess: requests.Session, booleans: Sequence[str], retry: _Retry, first: str, maxrec: int) -> QueryResult:
     pages: list[Table] = []
     last: Any = None
     n = 0
@@ -867,14 +871,15 @@ def _page(table: str, *, url: str, key: str, cols: list[str] | None, base_where:
         text = select_adql(table, columns=cols, where=conds, order_by=key, top=page_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoResultsWarning)
-            res = query_tap(text, url=url, maxrec=page_size, mode=mode, timeout_s=timeout_s, session=sess,
+            res = query_tap(text, url=url, maxrec=maxrec, mode=mode, timeout_s=timeout_s, session=sess,
                             booleans=booleans, warn_truncated=False, _retry=retry)
         assert isinstance(res, QueryResult)
         page = res.table
         pages.append(page)
         n += len(page)
-        log.debug("page %d: %d rows", len(pages), len(page))
-        if len(page) < page_size:
+        log.debug("page %d: %d rows%s", len(pages), len(page), " (cut by the service)" if res.truncated else "")
+        # a short page ends the table, unless the service cut it at a row limit below page_size
+        if len(page) == 0 or (len(page) < page_size and not res.truncated):
             break
         kname = {c.lower(): c for c in page.colnames}[key.split(".")[-1].lower()]
         last = page[kname][-1]

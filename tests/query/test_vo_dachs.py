@@ -383,3 +383,11 @@ def test_async_job_survives_faults_and_is_deleted(dachs, proxy):
     assert all(path.startswith(("/tap/", "/__system__/tap/")) for _, path, _ in proxy.log)
     assert proxy.log[-1][0] == "DELETE"  # the job was deleted through the same (faulty) path
     assert not _our_jobs(proxy) & set(_jobs(dachs["base"]))
+
+
+def test_paging_when_the_service_limit_is_below_the_page_size(dachs, server_truth):
+    # MAXREC 20 plays a service cap below TOP 50: every page is cut at 20 rows and flagged OVERFLOW
+    res = vo.query_table("csc21.master_source", url=dachs["tap"], key="name", page_size=50, maxrec=20)
+    names = list(res.table["name"])
+    assert len(names) == len(set(names)) == len(server_truth["master_source"])
+    assert res.pages >= len(names) // 20
