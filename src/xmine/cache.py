@@ -402,7 +402,7 @@ def load_query(store: Store, query_text: str, *, service: str, fetch: Callable[[
         if hit is not None:
             prov_key = query_key(hit.provenance["service"], hit.provenance["query_text"],
                                  json.loads(hit.provenance["params_json"]))
-            if name.startswith(CACHE_PREFIX) or prov_key == key:
+            if prov_key == key:  # a table of that name holding another query is replaced below
                 return hit
     if offline:
         msg = (f"offline: nothing cached for {' '.join(query_text.split())[:200]!r} from {service} (table {name} "

@@ -270,3 +270,13 @@ def test_same_query_under_another_label_is_a_hit(store):
     b = cache.load_query(store, ADQL, service=SERVICE + "/", fetch=f, catalogue="other", offline=True)
     assert b.name == a.name
     assert f.calls == 1
+
+
+def test_explicit_name_holding_another_query_is_refetched(store):
+    f = Fetcher()
+    cache.load_query(store, "SELECT 1", service=SERVICE, fetch=f, name="cache_mine")
+    g = Fetcher(_arrow(3))
+    r = cache.load_query(store, "SELECT 2", service=SERVICE, fetch=g, name="cache_mine")
+    assert g.calls == 1
+    assert r.table.num_rows == 3
+    assert cache.show_cache(store, "cache_mine")["query_text"] == "SELECT 2"
