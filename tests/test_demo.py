@@ -23,8 +23,8 @@ def test_demo_records_every_step(demo_dir):
         failures = store.query("SELECT * FROM failures").num_rows
     assert runs == [{"run_id": "demo-seed2026", "status": "finished", "seed": 2026}]
     assert failures == 0
-    # the sky; per obsid archive and deflare; per cluster merge, masks, crop, contbin, outlines, profile
-    assert len(steps) == 1 + 6 * 2 + 3 * 6
+    # the sky; per obsid archive and deflare; per cluster merge, masks, background, crop, contbin, outlines, profile
+    assert len(steps) == 1 + 6 * 2 + 3 * 7
     assert {s["status"] for s in steps} == {"done"}
 
 

@@ -112,9 +112,9 @@ def _cmd_bin(args: argparse.Namespace) -> int:
     options.update({k: getattr(args, k) for k in ("sn", "smoothsn", "constrainval", "constrainfill")
                     if getattr(args, k) is not None})
     options["noscrub"] = options["noscrub"] or args.noscrub
+    options["guarantee_sn"] = options["guarantee_sn"] or args.guarantee_sn
     paths = run_contbin(args.image, out_dir=args.out, bg_path=args.bg, expmap_path=args.expmap,
-                        bgexpmap_path=args.bgexpmap, mask_path=args.mask, guarantee_sn=args.guarantee_sn,
-                        **options)
+                        bgexpmap_path=args.bgexpmap, mask_path=args.mask, **options)
     from astropy.table import Table
 
     bins = Table.read(paths["bins"])

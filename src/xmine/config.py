@@ -136,6 +136,9 @@ class BinningConfig(_Section):
     constrainfill: bool = Field(False, description="constrain bin shapes (contbin --constrainfill)")
     constrainval: float = Field(3.0, gt=0, description="geometric constraint value (contbin --constrainval)")
     noscrub: bool = Field(False, description="keep bins below the target S/N (contbin --noscrub)")
+    guarantee_sn: bool = Field(
+        False, description="rescrub until every bin reaches sn (contbin may leave a few just below with a background)"
+    )
 
 
 class ProcessConfig(_Section):
@@ -160,6 +163,18 @@ class ProcessConfig(_Section):
         20.0, ge=0, description="point sources closer to the centre are flagged for review, not masked"
     )
     profile_bins: int = Field(20, ge=1, description="annuli of the radial surface-brightness profile")
+    background: Literal["local", "none"] = Field(
+        "local", description="background for binning: local (annulus beyond bg_inner_arcmin, sources masked) | none"
+    )
+    bg_inner_arcmin: float = Field(
+        4.0, gt=0, description="inner radius of the local-background annulus (out to the merged image's edge)"
+    )
+    binning_input: Literal["counts", "flux"] = Field(
+        "counts", description="bin the counts image (Poisson S/N) or a flux image rescaled to counts (hand pipeline)"
+    )
+    flux_k: float = Field(
+        2.5, gt=0, description="flux route only: image = k * rate * <counts>/<rate>; its S/N is then nominal"
+    )
 
 
 class ExecutorConfig(_Section):

@@ -16,9 +16,15 @@ per cluster, under ``<work_dir>/clusters/<name>/<step>/``
     ``masks``    catalogued point sources (PSF-sized) united with xmine's own
                  detections; sources in the core are flagged for review, not
                  masked (:mod:`xmine.masks`);
+    ``background`` the local background rate (an annulus beyond the cluster,
+                 point sources masked) as a background image for binning
+                 (:mod:`xmine.background`); ``process.background = "none"`` skips it;
     ``crop``     a square around the cluster, recording the physical offsets;
-    ``contbin``  contour bins of the cropped counts with its exposure map and the
-                 point-source mask (:mod:`xmine.contbin`);
+    ``contbin``  contour bins of the cropped counts with its exposure map, background
+                 and the point-source mask (:mod:`xmine.contbin`), so the S/N of each
+                 bin is the Poisson S/N of its net counts. ``process.binning_input =
+                 "flux"`` bins the hand pipeline's rescaled flux image instead
+                 (``k · rate · ⟨counts⟩/⟨rate⟩``), whose nominal S/N is not a Poisson S/N;
     ``outlines`` the bins as region files in physical and fk5 coordinates;
     ``profile``  radial surface-brightness profile (count rate per arcsec²).
 
@@ -30,8 +36,11 @@ changed parameter reruns what depends on it, and a failed obsid is recorded in
 ``failures`` while the cluster goes on with the others.
 
 Approximations against a CIAO analysis are those of the modules named above
-(exposure maps without CALDB, a circular PSF model for masks, no blank-sky
-background by default: contbin then bins counts without a background term).
+(exposure maps without CALDB, a circular PSF model for masks). The local
+background is one rate per second per pixel times the exposure map: it treats
+sky and particle background alike (both vignetted) and assumes the cluster is
+negligible beyond ``bg_inner_arcmin``; its statistical error enters contbin's
+noise through an equivalent exposure ratio, the number of annulus pixels.
 """
 
 from __future__ import annotations
@@ -166,8 +175,9 @@ _STEP_PARAMS: dict[str, tuple[str, ...]] = {
                 "process.deflare_scale"),
     "merge": ("events.*", "process.binsize", "process.merge_size_arcmin"),
     "masks": ("process.detect", "process.false_detections_per_field", "process.core_radius_arcsec"),
+    "background": ("process.background", "process.bg_inner_arcmin"),
     "crop": ("process.crop_radius_arcmin",),
-    "contbin": ("binning.*",),
+    "contbin": ("binning.*", "process.binning_input", "process.flux_k"),
     "profile": ("process.profile_bins", "process.crop_radius_arcmin"),
 }
 
@@ -275,7 +285,7 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
                    config: XmineConfig, catalog: Any, result: ClusterResult) -> None:
     from astropy.io import fits
 
-    from xmine import contbin, images, masks, outlines, profiles
+    from xmine import background, contbin, images, masks, outlines, profiles
     from xmine.events import filter_events, read_events
     from xmine.gti import apply_gti
 
@@ -335,36 +345,81 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
                        _masks)
     result.outputs["masks"] = mk
 
+    def _background(folder: Path) -> dict[str, Any]:
+        counts, header = fits.getdata(counts_path, header=True)
+        # summed exposure maps can hold -1e-13 rounding residues at chip edges
+        exposure = np.clip(fits.getdata(exp_path).astype(np.float64), 0.0, None)
+        w = masks.image_wcs(header)
+        cx, cy = w.world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
+        est = background.local_background(counts, exposure=exposure, mask=fits.getdata(mk["mask"]),
+                                          center_xy=(float(cx), float(cy)),
+                                          r_in_pix=proc.bg_inner_arcmin * 60.0 / pix_arcsec)
+        # the rate is known from area_pix pixels: a background "observation" area_pix times longer
+        ratio = float(max(est.area_pix, 1))
+        h = header.copy()
+        h["BUNIT"] = "count"
+        h["EXPOSURE"] = (ratio, "equivalent exposure ratio of the model")
+        h["BKGRATE"] = (est.rate_cps_per_pix, "[ct/s/pix] local background rate")
+        h["BKGRERR"] = (est.rate_err_cps_per_pix, "[ct/s/pix] 1 sigma error")
+        h["BKGREG"] = est.region.replace("–", "-").encode("ascii", "replace").decode()
+        bg = images.write_image(folder / "background.fits", (est.expected_counts(exposure) * ratio).astype(np.float32),
+                                h)
+        he = fits.getheader(exp_path).copy()
+        bgexp = images.write_image(folder / "bgexpmap.fits", (exposure * ratio).astype(np.float32), he)
+        return {"background": str(bg), "bgexpmap": str(bgexp), "rate_cps_per_pix": est.rate_cps_per_pix,
+                "rate_err_cps_per_pix": est.rate_err_cps_per_pix, "area_pix": est.area_pix,
+                "files": [str(bg), str(bgexp)]}
+
+    bk: dict[str, Any] = {}
+    if proc.background == "local":
+        bk, _ = runner.run(item, "background", cdir / "background",
+                           {"counts": counts_path, "exposure": exp_path, "mask": Path(mk["mask"]),
+                            **_params(config, "background")}, _background)
+        result.outputs["background"] = bk
+
     def _crop(folder: Path) -> dict[str, Any]:
         header = fits.getheader(counts_path)
         data = {"counts": fits.getdata(counts_path), "exposure": fits.getdata(exp_path),
                 "mask": fits.getdata(mk["mask"])}
+        if bk:
+            data |= {"background": fits.getdata(bk["background"]), "bgexpmap": fits.getdata(bk["bgexpmap"])}
         cropped, h, crop = images.crop_image(data, header, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg,
                                              radius_arcmin=proc.crop_radius_arcmin)
         out = {}
         for name, arr in cropped.items():
             hh = h.copy()
-            if name == "exposure":
+            if name in ("exposure", "bgexpmap"):
                 hh["BUNIT"] = fits.getheader(exp_path).get("BUNIT", "s")
+            if name == "background":
+                hh["EXPOSURE"] = fits.getheader(bk["background"])["EXPOSURE"]
             out[name] = str(images.write_image(folder / f"{name}.fits", arr, hh))
         return {**out, "minx": crop.minx, "miny": crop.miny, "binsize": crop.binsize, "files": list(out.values())}
 
     cr, _ = runner.run(item, "crop", cdir / "crop",
                        {"counts": counts_path, "exposure": exp_path, "mask": Path(mk["mask"]),
-                        **_params(config, "crop")}, _crop)
+                        "background": Path(bk["background"]) if bk else None, **_params(config, "crop")}, _crop)
     result.outputs["crop"] = cr
 
     def _bin(folder: Path) -> dict[str, Any]:
         b = config.binning
-        paths = contbin.run_contbin(cr["counts"], out_dir=folder, expmap_path=cr["exposure"], mask_path=cr["mask"],
-                                    sn=b.sn, smoothsn=b.smoothsn, constrainfill=b.constrainfill,
-                                    constrainval=b.constrainval, noscrub=b.noscrub)
+        image = cr["counts"]
+        bg_path = cr.get("background")
+        bgexp_path = cr.get("bgexpmap")
+        if proc.binning_input == "flux":
+            image = str(_flux_image(Path(cr["counts"]), Path(cr["exposure"]), folder / "flux_scaled.fits",
+                                    k=proc.flux_k))
+            bg_path = bgexp_path = None  # the rescaled flux image is already background-free by construction
+        paths = contbin.run_contbin(image, out_dir=folder, expmap_path=cr["exposure"], mask_path=cr["mask"],
+                                    bg_path=bg_path, bgexpmap_path=bgexp_path, sn=b.sn, smoothsn=b.smoothsn,
+                                    constrainfill=b.constrainfill, constrainval=b.constrainval, noscrub=b.noscrub,
+                                    guarantee_sn=b.guarantee_sn)
         n_bins = int(fits.getheader(paths["bins"], 1)["NAXIS2"])
-        return {**{k: str(v) for k, v in paths.items()}, "n_bins": n_bins,
+        return {**{k: str(v) for k, v in paths.items()}, "n_bins": n_bins, "input": proc.binning_input,
                 "files": [str(v) for v in paths.values()]}
 
     bn, _ = runner.run(item, "contbin", cdir / "contbin",
-                       {k: Path(cr[k]) for k in ("counts", "exposure", "mask")} | _params(config, "contbin"), _bin)
+                       {k: Path(v) for k, v in cr.items() if k in ("counts", "exposure", "mask", "background")}
+                       | _params(config, "contbin"), _bin)
     result.outputs["contbin"] = bn
 
     def _outlines(folder: Path) -> dict[str, Any]:
@@ -389,6 +444,27 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
                        {"counts": Path(cr["counts"]), "exposure": Path(cr["exposure"]),
                         "mask": Path(cr["mask"]), **_params(config, "profile")}, _profile)
     result.outputs["profile"] = pf
+
+
+def _flux_image(counts_path: Path, exposure_path: Path, out: Path, *, k: float) -> Path:
+    """Write the hand pipeline's binning input: ``k · rate · ⟨counts⟩/⟨rate⟩`` where exposure > 0, else 0.
+
+    Its values are not counts, so contbin's S/N on it is nominal, not a Poisson S/N.
+    """
+    from astropy.io import fits
+
+    from xmine.images import write_image
+
+    counts, header = fits.getdata(counts_path, header=True)
+    exposure = fits.getdata(exposure_path).astype(np.float64)
+    good = exposure > 0
+    rate = np.zeros(counts.shape)
+    rate[good] = counts[good] / exposure[good]
+    scale = k * counts[good].mean() / rate[good].mean() if good.any() and rate[good].mean() > 0 else 0.0
+    header = header.copy()
+    header["BUNIT"] = ("count", "k*rate*<counts>/<rate>: nominal, not Poisson")
+    header["FLUXK"] = (k, "flux route scale k")
+    return write_image(out, (rate * scale).astype(np.float32), header)
 
 
 def _fits_safe_meta(table: Any) -> Any:
