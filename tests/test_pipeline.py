@@ -144,3 +144,38 @@ def test_flux_route_and_no_background(first_run):
     # k * rate * <counts>/<rate>: the image keeps the counts' mean, times k
     assert flux[good].mean() == pytest.approx(2.5 * counts[good].mean(), rel=1e-3)
     assert header["FLUXK"] == 2.5
+
+
+def test_blank_sky_background(sky, first_run, tmp_path):
+    root, truth, _ = sky
+    _, spec, catalog, _ = first_run
+    # blank sky: the same pointings three times longer, no cluster, no point sources, no flare
+    clusters = truth.clusters.copy()
+    clusters["rate_cps"] = 1e-6
+    obs = truth.observations.copy()
+    obs["exposure_s"] = 3 * obs["exposure_s"]
+    obs["flare"] = False
+    blank = simulate.validate_truth(clusters, truth.point_sources[:0], obs)
+    made = simulate.simulate_sky(blank, tmp_path / "blank", seed=99)
+    bgdir = tmp_path / "bg"
+    bgdir.mkdir()
+    for o in made.observations:
+        (bgdir / f"acisf{o.obsid:05d}_bg_evt.fits").symlink_to(o.event_file)
+    base = _config(root)
+    config = load_config(environ={}, overrides={**base.model_dump(mode="json"), "process": {
+        **base.process.model_dump(mode="json"), "background": "blank_sky", "blank_sky_dir": str(bgdir)}})
+    with open_store(config.project.store) as store:
+        res = process_cluster(spec, config=config, store=store, run_id="t5", catalog=catalog)
+        scales = res.outputs["merge"]["blanksky_scales"]
+    # renormalised by the 9.5-12 keV (particle) rate: a third for the quiet obsid, within Poisson scatter;
+    # the flared one keeps the flare's hard edges in its good time, so its particle level is higher
+    flared = next(o for o in spec.obsids if o % 2 == 1)
+    quiet = next(o for o in spec.obsids if o != flared)
+    assert scales[str(quiet)] == pytest.approx(1 / 3, rel=0.2), scales
+    assert scales[str(flared)] > scales[str(quiet)] * 0.8, scales
+    assert res.n_bins > 3
+    bad = load_config(environ={}, overrides={**base.model_dump(mode="json"), "project": {
+        **base.project.model_dump(mode="json"), "work_dir": str(tmp_path / "w2")}, "process": {
+        **base.process.model_dump(mode="json"), "background": "blank_sky", "blank_sky_dir": str(tmp_path)}})
+    with open_store(config.project.store) as store, pytest.raises(InputError, match=r"no blank-sky event file"):
+        process_cluster(spec, config=bad, store=store, run_id="t6", catalog=catalog)

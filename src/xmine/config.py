@@ -163,8 +163,11 @@ class ProcessConfig(_Section):
         20.0, ge=0, description="point sources closer to the centre are flagged for review, not masked"
     )
     profile_bins: int = Field(20, ge=1, description="annuli of the radial surface-brightness profile")
-    background: Literal["local", "none"] = Field(
-        "local", description="background for binning: local (annulus beyond bg_inner_arcmin, sources masked) | none"
+    background: Literal["local", "blank_sky", "none"] = Field(
+        "local", description="background for binning: local (annulus, sources masked) | blank_sky | none"
+    )
+    blank_sky_dir: Path | None = Field(
+        None, description="blank_sky: folder of background event files, one per obsid, named *<obsid>*bg*.fits[.gz]"
     )
     bg_inner_arcmin: float = Field(
         4.0, gt=0, description="inner radius of the local-background annulus (out to the merged image's edge)"

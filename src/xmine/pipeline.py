@@ -173,7 +173,8 @@ def _files_exist(outputs: Mapping[str, Any]) -> bool:
 _STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "deflare": ("events.*", "process.lc_exclude_arcsec", "process.lc_bin_frames", "process.deflare_sigma",
                 "process.deflare_scale"),
-    "merge": ("events.*", "process.binsize", "process.merge_size_arcmin"),
+    "merge": ("events.*", "process.binsize", "process.merge_size_arcmin", "process.background",
+              "process.blank_sky_dir", "process.bg_inner_arcmin"),
     "masks": ("process.detect", "process.false_detections_per_field", "process.core_radius_arcsec"),
     "background": ("process.background", "process.bg_inner_arcmin"),
     "crop": ("process.crop_radius_arcmin",),
@@ -307,8 +308,48 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
         merged = images.merge_observations(evs, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg, size_pix=size_pix,
                                            binsize=proc.binsize, gtis=gtis)
         paths = images.write_merged(merged, folder)
-        return {**{k: str(v) for k, v in paths.items()}, "observations": merged.observations,
-                "files": [str(v) for v in paths.values()]}
+        extra: dict[str, Any] = {}
+        if proc.background == "blank_sky":
+            extra = _blank_sky(evs, list(clean), cluster, folder, size_pix=size_pix)
+        return {**{k: str(v) for k, v in paths.items()}, **extra, "observations": merged.observations,
+                "files": [str(v) for v in paths.values()] + extra.get("files", [])}
+
+    def _blank_sky(evs: list[Any], obsids: list[int], cluster: ClusterSpec, folder: Path, *,
+                   size_pix: int) -> dict[str, Any]:
+        """Blank-sky events of each obsid, renormalised by 9.5-12 keV and summed on the merged grid."""
+        if proc.blank_sky_dir is None:
+            msg = "process.background = 'blank_sky' needs process.blank_sky_dir (one background event file per obsid)"
+            raise InputError(msg)
+        frame = images.merged_frame(cluster.ra_deg, cluster.dec_deg, like=evs[0])
+        xmin, ymin = images.sky_box(frame, cluster.ra_deg, cluster.dec_deg, size_pix=size_pix, binsize=proc.binsize)
+        raw = np.zeros((size_pix, size_pix))
+        expected = np.zeros((size_pix, size_pix))
+        # the cluster also emits at 9.5-12 keV: leave it out of the particle-band normalisation
+        yy, xx = np.mgrid[0:size_pix, 0:size_pix]
+        cx, cy = (size_pix - 1) / 2.0, (size_pix - 1) / 2.0
+        outside = (np.hypot(xx - cx, yy - cy) * 0.492 * proc.binsize > proc.bg_inner_arcmin * 60.0).astype(np.uint8)
+        scales = {}
+        for ev, obsid in zip(evs, obsids, strict=True):
+            found = sorted(Path(proc.blank_sky_dir).glob(f"*{obsid}*bg*.fits*"))
+            if not found:
+                msg = (f"obsid {obsid}: no blank-sky event file *{obsid}*bg*.fits[.gz] in {proc.blank_sky_dir}; "
+                       "make one (e.g. CIAO blanksky) or set process.background = 'local'")
+                raise InputError(msg)
+            bg_ev = filter_events(read_events(found[0]), emin_kev=None, emax_kev=None,
+                                  grades=tuple(config.events.grades), status_zero=config.events.status_zero)
+            bi = background.make_background_image(images.reproject_events(ev, frame), bg_ev, xmin=xmin, ymin=ymin,
+                                                  shape=(size_pix, size_pix), binsize=proc.binsize,
+                                                  emin_kev=config.events.emin_kev, emax_kev=config.events.emax_kev,
+                                                  mask=outside)
+            raw += bi.counts
+            expected += bi.expected_counts()
+            scales[str(obsid)] = bi.scale
+        header = fits.getheader(folder / "merged_broad_img.fits")
+        header["BUNIT"] = "count"
+        r = images.write_image(folder / "blanksky_raw.fits", raw.astype(np.float32), header)
+        e = images.write_image(folder / "blanksky_expected.fits", expected.astype(np.float32), header)
+        return {"blanksky_raw": str(r), "blanksky_expected": str(e), "blanksky_scales": scales,
+                "files": [str(r), str(e)]}
 
     merged, _ = runner.run(item, "merge", cdir / "merge",
                            {"obs": {str(k): [v["evt2"], Path(v["gti"])] for k, v in clean.items()},
@@ -370,7 +411,29 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
                 "rate_err_cps_per_pix": est.rate_err_cps_per_pix, "area_pix": est.area_pix,
                 "files": [str(bg), str(bgexp)]}
 
+    def _blank_background(folder: Path) -> dict[str, Any]:
+        raw, header = fits.getdata(merged["blanksky_raw"], header=True)
+        expected = fits.getdata(merged["blanksky_expected"]).astype(np.float64)
+        exposure = np.clip(fits.getdata(exp_path).astype(np.float64), 0.0, None)
+        # contbin scales a background image by expmap/bgexpmap per pixel: choose bgexpmap so that the raw
+        # blank-sky counts scale to the expected ones (each obsid renormalised by its 9.5-12 keV rate)
+        mean_scale = float(expected.sum() / raw.sum()) if raw.sum() > 0 else 1.0
+        ratio = np.where(raw > 0, expected / np.where(raw > 0, raw, 1.0), mean_scale)
+        bgexp = np.where(ratio > 0, exposure / np.where(ratio > 0, ratio, 1.0), 0.0)
+        h = header.copy()
+        h["BKGSCALE"] = (mean_scale, "mean blank-sky scale (expected/raw)")
+        bg = images.write_image(folder / "background.fits", raw.astype(np.float32), h)
+        he = fits.getheader(exp_path).copy()
+        bge = images.write_image(folder / "bgexpmap.fits", bgexp.astype(np.float32), he)
+        return {"background": str(bg), "bgexpmap": str(bge), "mean_scale": mean_scale,
+                "files": [str(bg), str(bge)]}
+
     bk: dict[str, Any] = {}
+    if proc.background == "blank_sky":
+        bk, _ = runner.run(item, "background", cdir / "background",
+                           {"raw": Path(merged["blanksky_raw"]), "exposure": exp_path,
+                            **_params(config, "background")}, _blank_background)
+        result.outputs["background"] = bk
     if proc.background == "local":
         bk, _ = runner.run(item, "background", cdir / "background",
                            {"counts": counts_path, "exposure": exp_path, "mask": Path(mk["mask"]),
@@ -390,7 +453,7 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
             hh = h.copy()
             if name in ("exposure", "bgexpmap"):
                 hh["BUNIT"] = fits.getheader(exp_path).get("BUNIT", "s")
-            if name == "background":
+            if name == "background" and "EXPOSURE" in fits.getheader(bk["background"]):
                 hh["EXPOSURE"] = fits.getheader(bk["background"])["EXPOSURE"]
             out[name] = str(images.write_image(folder / f"{name}.fits", arr, hh))
         return {**out, "minx": crop.minx, "miny": crop.miny, "binsize": crop.binsize, "files": list(out.values())}
