@@ -179,3 +179,22 @@ def test_blank_sky_background(sky, first_run, tmp_path):
         **base.process.model_dump(mode="json"), "background": "blank_sky", "blank_sky_dir": str(tmp_path)}})
     with open_store(config.project.store) as store, pytest.raises(InputError, match=r"no blank-sky event file"):
         process_cluster(spec, config=bad, store=store, run_id="t6", catalog=catalog)
+
+
+def test_process_command(first_run, tmp_path, capsys):
+    from xmine.cli import main
+
+    root, spec, _, _ = first_run
+    sample = tmp_path / "sample.csv"
+    sample.write_text(f"name,ra_deg,dec_deg,obsids\n{spec.name},{spec.ra_deg},{spec.dec_deg},"
+                      f"{' '.join(map(str, spec.obsids))}\n")
+    toml = tmp_path / "xmine.toml"
+    toml.write_text(f'[project]\ndata_dir = "{root / "archive"}"\nwork_dir = "{root / "work"}"\n'
+                    f'store = "{tmp_path / "x.duckdb"}"\n[cache]\noffline = true\n'
+                    '[process]\nmerge_size_arcmin = 8.0\ncrop_radius_arcmin = 2.0\n')
+    assert main(["--config", str(toml), "process", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert spec.name in out
+    assert "xaf_bins_fk5.reg" in out
+    assert main(["--config", str(toml), "process", str(sample), "NOPE"]) == 1
+    assert capsys.readouterr().err.strip().endswith("no cluster named NOPE")
