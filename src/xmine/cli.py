@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from xmine import __version__
 from xmine.errors import XmineError
@@ -222,7 +222,7 @@ def _cmd_query_tap(args: argparse.Namespace) -> int:
         adql = args.adql
     else:
         args.parser.error("give an ADQL query or --recipe NAME")
-    mode = "async" if args.use_async else "sync"
+    mode: Literal["sync", "async"] = "async" if args.use_async else "sync"
     maxrec = args.maxrec or config.services.maxrec
     if args.dry_run:
         plan = vo.query_tap(adql, url=url, maxrec=maxrec, mode=mode, dry_run=True)
