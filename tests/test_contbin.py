@@ -107,6 +107,68 @@ def test_smoothing_matches_reference_with_background_expmap_and_mask():
     assert np.isnan(s[~mask]).all()
 
 
+def _first_radius_by_scan(P, valid, minsn):
+    """The first radius reaching minsn, scanning every radius with the kernel's own disc sums."""
+    from xmine.contbin import _disc_sums, _half_widths, _sn2_sums
+
+    ny, nx = valid.shape
+    rmax = int(np.sqrt(nx * nx + ny * ny))
+    hw, off = _half_widths(rmax)
+    out = np.full(valid.shape, np.nan)
+    rad = np.full(valid.shape, -1)
+    S = np.empty(5 if P.shape[2] > 2 else 2)
+    for y in range(ny):
+        for x in range(nx):
+            if not valid[y, x]:
+                continue
+            for r in range(rmax + 1):
+                _disc_sums(P, y, x, r, hw, off, S)
+                if _sn2_sums(S) >= minsn * minsn or r == rmax:
+                    break
+            out[y, x] = (S[0] - (S[2] if len(S) > 2 else 0.0)) / S[1]
+            rad[y, x] = r
+    return out, rad
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_background_smoothing_kernel_equals_a_radius_by_radius_scan(integer):
+    """The range-excluding search returns exactly the first radius (and its value) a full scan finds,
+    with the packed integer layout and with the float64 one (non-integer counts)."""
+    from xmine.contbin import _exposure_ratio, _smooth_kernel, _smoothing_planes
+
+    rng = np.random.default_rng(7)
+    shape = (41, 47)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    model = 0.15 + 6.0 * np.exp(-((x - 30) ** 2 + (y - 15) ** 2) / 40.0) + 0.2 * (x > 35)
+    img = rng.poisson(model).astype(np.float32)
+    if not integer:
+        img *= np.float32(1.25)
+    bg = rng.poisson(2.0, shape).astype(np.float32)
+    exp = rng.uniform(700, 1000, shape).astype(np.float32)
+    bexp = (exp * np.float32(5.0) * rng.uniform(0.8, 1.2, shape)).astype(np.float32)
+    valid = rng.uniform(size=shape) > 0.1
+    valid[:, 20:22] = False
+    er = _exposure_ratio(shape, exp, bexp, None, None)
+    P, qmin = _smoothing_planes(img, valid, bg, er)
+    assert P.shape[2] == (4 if integer else 5)
+    for sn in (3.0, 8.0, 15.0):
+        s, rad = _smooth_kernel(P, valid, sn, qmin)
+        s_ref, rad_ref = _first_radius_by_scan(P, valid, sn)
+        np.testing.assert_array_equal(rad, rad_ref)
+        np.testing.assert_array_equal(s, s_ref)
+    if integer:
+        # the packed layout holds the same sums as the float64 one
+        from xmine.contbin import _disc_sums, _half_widths, _prefix_planes
+
+        P5 = _prefix_planes(img, valid, bg, er, True, False)
+        hw, off = _half_widths(70)
+        a, b = np.empty(5), np.empty(5)
+        for yy, xx, r in ((0, 0, 60), (20, 23, 7), (40, 46, 13)):
+            _disc_sums(P, yy, xx, r, hw, off, a)
+            _disc_sums(P5, yy, xx, r, hw, off, b)
+            np.testing.assert_array_equal(a, b)
+
+
 def test_smoothing_unreachable_uses_whole_image():
     img = np.zeros((6, 7))
     img[2, 3] = 1
@@ -133,6 +195,34 @@ def test_sn_formula_gehrels_and_background_scale():
     noise2 = esq(100) + (2 * r * r / 2) * esq(20)
     assert tab["sn"][0] == pytest.approx((100 - 20 * r) / np.sqrt(noise2))
     assert tab["net_counts"][0] == pytest.approx(100 - 20 * r)
+
+
+def test_bin_statistics_sparse_labels_equal_dense():
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(3.0, (9, 11))
+    bg = rng.poisson(1.0, (9, 11))
+    dense = rng.integers(-1, 4, (9, 11))
+    sparse = np.where(dense >= 0, dense * 100_000 + 7, -1)  # labels far apart: renumbered first
+    kw = dict(bg=bg, exposure_s=1000.0, bg_exposure_s=3000.0)
+    a = bin_statistics(dense, counts, **kw)
+    b = bin_statistics(sparse, counts, **kw)
+    assert list(b["bin_id"]) == [int(i) * 100_000 + 7 for i in a["bin_id"]]
+    for col in a.colnames[1:]:
+        np.testing.assert_array_equal(a[col], b[col])
+    assert a["area_pix"].sum() == (dense >= 0).sum()
+
+
+def test_bin_statistics_takes_big_endian_fits_arrays():
+    rng = np.random.default_rng(6)
+    counts = rng.poisson(3, (12, 10))
+    binmap = rng.integers(-1, 5, (12, 10))
+    bg = rng.poisson(1, (12, 10)).astype(np.float32)
+    exp = np.full((12, 10), 900.0, np.float32)
+    a = bin_statistics(binmap, counts, bg=bg, expmap=exp, bgexpmap=exp * 4)
+    b = bin_statistics(binmap.astype(">i4"), counts.astype(">i4"), bg=bg.astype(">f4"), expmap=exp.astype(">f4"),
+                       bgexpmap=(exp * 4).astype(">f4"))
+    for col in a.colnames:
+        np.testing.assert_array_equal(a[col], b[col])
 
 
 # ---------------------------------------------------------------------------

@@ -64,12 +64,17 @@ Where xmine deliberately differs
   background-weighted sum rounds differently (≈ 1e-16).  Equal-S/N scrubbing
   ties go to the older bin in both modes (as contbin).
 * **Accumulative smoothing is exact but fast.**  Disc sums come from row-wise
-  prefix sums (O(R) per disc), and the first radius reaching ``smoothsn`` is
-  found by a skip search that rejects whole ranges of radii with a rigorous
-  upper bound on the S/N over the range (counts, background and ``r²`` sums
-  only grow with R), so it returns contbin's radius without visiting every
-  annulus.  Sums use float64 as contbin does; only their summation order
-  differs (integer counts are summed exactly).
+  prefix sums (O(R) per disc).  Without background S/N grows with R, so the
+  left neighbour's radius settles a pixel in two or three discs.  With
+  background it need not, so a radius is the answer only once every smaller
+  one is excluded: whole ranges of radii are excluded by a rigorous upper
+  bound on the S/N over the range from exact sums at its ends (counts,
+  background, pixel and ``r²`` sums only grow with R), and the ends that
+  proved the previous pixel's answer are tried first, so a pixel costs about
+  ten discs, not one per radius.  It returns contbin's radius.  Sums use
+  float64 as contbin does; only their summation order differs (integer
+  counts are summed exactly, as integers when counts and background are
+  whole numbers).
 * **Labels.** Bins are numbered 0.. in creation order after scrubbing
   (contbin renumbers with the unstable ``std::partition``).
 * ``guarantee_sn=True`` rescrubs until every bin reaches ``sn`` (contbin never
@@ -180,43 +185,136 @@ def _half_widths(rmax: int) -> tuple[np.ndarray, np.ndarray]:
     return hw, off
 
 
-@njit(cache=True, inline="always")
-def _row_add(P: np.ndarray, y: int, xl: int, xr: int, nk: int, out: np.ndarray) -> None:
-    if nk == 2:
-        out[0] += P[y, xr, 0] - P[y, xl, 0]
-        out[1] += P[y, xr, 1] - P[y, xl, 1]
-    else:
-        out[0] += P[y, xr, 0] - P[y, xl, 0]
-        out[1] += P[y, xr, 1] - P[y, xl, 1]
-        out[2] += P[y, xr, 2] - P[y, xl, 2]
-        out[3] += P[y, xr, 3] - P[y, xl, 3]
-        out[4] += P[y, xr, 4] - P[y, xl, 4]
-
-
 @njit(cache=True)
 def _disc_sums(P: np.ndarray, y0: int, x0: int, r: int, hw: np.ndarray, off: np.ndarray,
                out: np.ndarray) -> None:
-    """Sum the prefix-summed planes of P over the disc of radius r around (x0, y0)."""
+    """Sum the prefix-summed planes of P (C order) over the disc of radius r around (x0, y0).
+
+    Rows are added in a fixed order (y0, then y0 − dy before y0 + dy for
+    dy = 1, 2, ...), so the float sums are the same wherever this is called.
+    Flat unsigned indices spare numba's negative-index checks.
+    """
     ny = P.shape[0]
     nx = P.shape[1] - 1
     nk = P.shape[2]
-    for k in range(nk):
-        out[k] = 0.0
+    stride = (nx + 1) * nk
+    P1 = P.reshape(-1)
     base = off[r]
+    up = min(r, y0)  # rows above (y0 - dy >= 0)
+    down = min(r, ny - 1 - y0)  # rows below
+    both = min(up, down)
     w = hw[base]
-    _row_add(P, y0, max(0, x0 - w), min(nx, x0 + w + 1), nk, out)
-    for dy in range(1, r + 1):
-        ya = y0 - dy
-        yb = y0 + dy
-        if ya < 0 and yb >= ny:
-            break
+    ia = np.uint64(y0 * stride + min(nx, x0 + w + 1) * nk)
+    ib = np.uint64(y0 * stride + max(0, x0 - w) * nk)
+    one = np.uint64(1)
+    if nk == 2:
+        s0 = P1[ia] - P1[ib]
+        s1 = P1[ia + one] - P1[ib + one]
+        for dy in range(1, max(up, down) + 1):
+            w = hw[base + dy]
+            xr = min(nx, x0 + w + 1) * nk
+            xl = max(0, x0 - w) * nk
+            if dy <= up:
+                i = (y0 - dy) * stride
+                ia = np.uint64(i + xr)
+                ib = np.uint64(i + xl)
+                s0 += P1[ia] - P1[ib]
+                s1 += P1[ia + one] - P1[ib + one]
+            if dy <= down:
+                i = (y0 + dy) * stride
+                ia = np.uint64(i + xr)
+                ib = np.uint64(i + xl)
+                s0 += P1[ia] - P1[ib]
+                s1 += P1[ia + one] - P1[ib + one]
+        out[0] = s0
+        out[1] = s1
+        return
+    two = np.uint64(2)
+    if nk == 4:
+        # packed: W, Q as float64, then F, N, B as int32 (see _prefix_planes)
+        Pi = P1.view(np.int32)
+        four = np.uint64(4)
+        s2 = P1[ia] - P1[ib]
+        s4 = P1[ia + one] - P1[ib + one]
+        ja = ia * two + four
+        jb = ib * two + four
+        f = np.int64(Pi[ja]) - np.int64(Pi[jb])
+        n = np.int64(Pi[ja + one]) - np.int64(Pi[jb + one])
+        b = np.int64(Pi[ja + two]) - np.int64(Pi[jb + two])
+        for dy in range(1, max(up, down) + 1):
+            w = hw[base + dy]
+            xr = min(nx, x0 + w + 1) * nk
+            xl = max(0, x0 - w) * nk
+            if dy <= up:
+                i = (y0 - dy) * stride
+                ia = np.uint64(i + xr)
+                ib = np.uint64(i + xl)
+                s2 += P1[ia] - P1[ib]
+                s4 += P1[ia + one] - P1[ib + one]
+                ja = ia * two + four
+                jb = ib * two + four
+                f += np.int64(Pi[ja]) - np.int64(Pi[jb])
+                n += np.int64(Pi[ja + one]) - np.int64(Pi[jb + one])
+                b += np.int64(Pi[ja + two]) - np.int64(Pi[jb + two])
+            if dy <= down:
+                i = (y0 + dy) * stride
+                ia = np.uint64(i + xr)
+                ib = np.uint64(i + xl)
+                s2 += P1[ia] - P1[ib]
+                s4 += P1[ia + one] - P1[ib + one]
+                ja = ia * two + four
+                jb = ib * two + four
+                f += np.int64(Pi[ja]) - np.int64(Pi[jb])
+                n += np.int64(Pi[ja + one]) - np.int64(Pi[jb + one])
+                b += np.int64(Pi[ja + two]) - np.int64(Pi[jb + two])
+        out[0] = float(f)
+        out[1] = float(n)
+        out[2] = s2
+        out[3] = float(b)
+        out[4] = s4
+        return
+    three = np.uint64(3)
+    four = np.uint64(4)
+    s0 = P1[ia] - P1[ib]
+    s1 = P1[ia + one] - P1[ib + one]
+    s2 = P1[ia + two] - P1[ib + two]
+    s3 = P1[ia + three] - P1[ib + three]
+    s4 = P1[ia + four] - P1[ib + four]
+    for dy in range(1, both + 1):
         w = hw[base + dy]
-        xl = max(0, x0 - w)
-        xr = min(nx, x0 + w + 1)
-        if ya >= 0:
-            _row_add(P, ya, xl, xr, nk, out)
-        if yb < ny:
-            _row_add(P, yb, xl, xr, nk, out)
+        xr = min(nx, x0 + w + 1) * nk
+        xl = max(0, x0 - w) * nk
+        i = (y0 - dy) * stride
+        ia = np.uint64(i + xr)
+        ib = np.uint64(i + xl)
+        s0 += P1[ia] - P1[ib]
+        s1 += P1[ia + one] - P1[ib + one]
+        s2 += P1[ia + two] - P1[ib + two]
+        s3 += P1[ia + three] - P1[ib + three]
+        s4 += P1[ia + four] - P1[ib + four]
+        i = (y0 + dy) * stride
+        ia = np.uint64(i + xr)
+        ib = np.uint64(i + xl)
+        s0 += P1[ia] - P1[ib]
+        s1 += P1[ia + one] - P1[ib + one]
+        s2 += P1[ia + two] - P1[ib + two]
+        s3 += P1[ia + three] - P1[ib + three]
+        s4 += P1[ia + four] - P1[ib + four]
+    for dy in range(both + 1, max(up, down) + 1):
+        w = hw[base + dy]
+        i = (y0 - dy if up > down else y0 + dy) * stride
+        ia = np.uint64(i + min(nx, x0 + w + 1) * nk)
+        ib = np.uint64(i + max(0, x0 - w) * nk)
+        s0 += P1[ia] - P1[ib]
+        s1 += P1[ia + one] - P1[ib + one]
+        s2 += P1[ia + two] - P1[ib + two]
+        s3 += P1[ia + three] - P1[ib + three]
+        s4 += P1[ia + four] - P1[ib + four]
+    out[0] = s0
+    out[1] = s1
+    out[2] = s2
+    out[3] = s3
+    out[4] = s4
 
 
 @njit(cache=True)
@@ -232,12 +330,24 @@ def _sn2_sums(S: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _sn2_bound(Sa: np.ndarray, Sb: np.ndarray) -> float:
-    """Bound S/N² from above over all radii between a and b (sums at a ≤ sums at b)."""
+def _sn2_bound(Sa: np.ndarray, Sb: np.ndarray, qmin: float) -> float:
+    """Bound S/N² from above over all radii between a and b (sums at a ≤ sums at b).
+
+    Counts F, background B and W and the sums N and Q only grow with the
+    radius.  The signal F − W is largest with F = F_b, W = W_a (S/N² grows
+    with F while F ≥ W); the noise is smallest with F = F_a or F_b as the
+    sign asks and B = B_a; the mean Q/N of r² over a disc between a and b is
+    at least min(Q_a/N_a, (Q_a + qmin·(N_b − N_a))/N_b), qmin the smallest
+    r² of any unmasked pixel.
+    """
     Fa, Fb = Sa[0], Sb[0]
     if Sa.shape[0] > 2:
         Wa, Wb = Sa[2], Sb[2]
-        cmin = (Sa[4] / Sb[1]) * _esq(Sa[3])
+        Na, Nb, Qa = Sa[1], Sb[1], Sa[4]
+        qn = (Qa + qmin * (Nb - Na)) / Nb
+        if Na > 0.0:
+            qn = min(qn, Qa / Na)
+        cmin = max(qn, 0.0) * _esq(Sa[3])
     else:
         Wa = Wb = 0.0
         cmin = 0.0
@@ -257,12 +367,10 @@ def _first_in(P: np.ndarray, y: int, x: int, a: int, Sa: np.ndarray, hi: int, t2
     """Smallest radius in (a, hi] whose disc reaches S/N² ≥ t2 (its sums left in Sb), else −1.
 
     Gallops upwards from a, skipping a range of radii only when :func:`_sn2_bound`
-    proves that none of them reaches the target.  ``Sa`` (sums at a) is overwritten.
-    A first step ``step0`` > 1 is a guess (the neighbour's radius): if the range
-    up to it is skipped, the search goes on one radius at a time.
+    proves that none of them reaches the target (used without background,
+    where S/N grows with R).  ``Sa`` (sums at a) is overwritten.
     """
     step = max(1, step0)
-    guess = step > 1
     while a < hi:
         b = a + step
         if b > hi:
@@ -275,81 +383,200 @@ def _first_in(P: np.ndarray, y: int, x: int, a: int, Sa: np.ndarray, hi: int, t2
             a = b
             Sa[:] = Sb
             step = 2
-        elif _sn2_bound(Sa, Sb) < t2:
+        elif _sn2_bound(Sa, Sb, 0.0) < t2:
             a = b
             Sa[:] = Sb
-            step = 1 if guess else 2 * step
-            guess = False
+            step = 2 * step
         else:
             step //= 2
-            guess = False
     return -1
 
 
+@njit(cache=True)
+def _smooth_row_bg(P: np.ndarray, valid: np.ndarray, y: int, rmax: int, t2: float, qmin: float,
+                   hw: np.ndarray, off: np.ndarray, out: np.ndarray, rad: np.ndarray) -> None:
+    """Accumulative smoothing of row y with background: the first radius reaching S/N² ≥ t2, exactly.
+
+    S/N need not grow with R here, so a radius is the answer only once every
+    smaller one is excluded.  Radii are excluded a range at a time by
+    :func:`_sn2_bound` from exact disc sums at the range's ends.  The ends
+    that proved the previous pixel's answer (its cover) are tried first, as
+    are its radius and the ones just above: neighbouring pixels' S/N curves
+    are nearly the same, so a pixel usually needs about as many disc sums as
+    its cover has ends (≈ 10) instead of one per radius.  A range the bound
+    cannot exclude is halved; an end whose neighbour range can be excluded
+    together with the next is dropped, so covers stay short.
+    """
+    nx = valid.shape[1]
+    nk = 5  # sums F, N, W, B, Q whatever the layout of P
+    cap = rmax + 2  # ends are distinct radii in (0, rmax]
+    pr = np.empty(cap, np.int64)  # pending ends, increasing radius
+    ps = np.empty((cap, nk))  # their disc sums
+    ph = np.zeros(cap, np.bool_)  # sums computed
+    cov = np.empty(cap, np.int64)  # the previous pixel's cover: excluded ends > 0
+    ncov = 0
+    Sa = np.empty(nk)
+    hint = 0
+    for x in range(nx):
+        if not valid[y, x]:
+            continue
+        _disc_sums(P, y, x, 0, hw, off, Sa)
+        if _sn2_sums(Sa) >= t2 or rmax == 0:
+            out[y, x] = (Sa[0] - Sa[2]) / Sa[1]
+            rad[y, x] = 0
+            hint = 0
+            ncov = 0
+            continue
+        h = min(max(hint, 1), rmax)
+        m = 0
+        for j in range(ncov):
+            if cov[j] >= h:
+                break
+            pr[m] = cov[j]
+            ph[m] = False
+            m += 1
+        # an upper end that reaches the target: the hint, else gallop upwards from it
+        pr[m] = h
+        _disc_sums(P, y, x, h, hw, off, ps[m])
+        ph[m] = True
+        m += 1
+        step = 1
+        while _sn2_sums(ps[m - 1]) < t2 and pr[m - 1] < rmax:
+            pr[m] = min(pr[m - 1] + step, rmax)
+            _disc_sums(P, y, x, pr[m], hw, off, ps[m])
+            ph[m] = True
+            m += 1
+            step *= 2
+        # exclude (0, U) range by range, from the bottom; the first radius left is the answer
+        ncov = 0
+        a = 0
+        i = 0
+        res = -1
+        while i < m:
+            if i + 1 < m:
+                # can the next end be dropped?
+                if not ph[i + 1]:
+                    _disc_sums(P, y, x, pr[i + 1], hw, off, ps[i + 1])
+                    ph[i + 1] = True
+                if _sn2_bound(Sa, ps[i + 1], qmin) < t2:
+                    a = pr[i + 1]
+                    Sa[:] = ps[i + 1]
+                    cov[ncov] = a
+                    ncov += 1
+                    i += 2
+                    continue
+            b = pr[i]
+            if not ph[i]:
+                _disc_sums(P, y, x, b, hw, off, ps[i])
+                ph[i] = True
+            if b == a + 1:
+                if _sn2_sums(ps[i]) >= t2:
+                    res = b
+                    break
+            elif _sn2_bound(Sa, ps[i], qmin) >= t2:
+                # halve the range: a new end in the middle
+                for j in range(m, i, -1):
+                    pr[j] = pr[j - 1]
+                    ph[j] = ph[j - 1]
+                    if ph[j]:
+                        ps[j] = ps[j - 1]
+                m += 1
+                pr[i] = (a + b) // 2
+                _disc_sums(P, y, x, pr[i], hw, off, ps[i])
+                ph[i] = True
+                continue
+            a = b
+            Sa[:] = ps[i]
+            cov[ncov] = a
+            ncov += 1
+            i += 1
+        if res < 0:
+            res = rmax
+            _disc_sums(P, y, x, rmax, hw, off, ps[0])
+            i = 0
+            ncov = 0
+        out[y, x] = (ps[i, 0] - ps[i, 2]) / ps[i, 1]
+        rad[y, x] = res
+        hint = res
+
+
 @njit(cache=True, parallel=True)
-def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float) -> tuple[np.ndarray, np.ndarray]:
+def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float, qmin: float) -> tuple[np.ndarray, np.ndarray]:
     """Run contbin's accumulative smoothing exactly for every unmasked pixel (rows in parallel).
 
-    The left neighbour's radius h is the first guess.  Without background S/N
-    grows with R, so testing h−1 and h (stepping down if needed) settles a
-    pixel.  With background it need not, so :func:`_first_in` must also prove
-    that no radius below h reaches the target; its bound is loose near the
-    answer, so this case still costs O(R) disc sums of O(R) each per pixel.
+    Without background S/N grows with R, so with the left neighbour's radius
+    h as a guess, testing h−1 and h (stepping down if needed) settles a pixel.
+    With background see :func:`_smooth_row_bg`.  ``P`` comes from
+    :func:`_prefix_planes`; ``qmin`` is the smallest ``r²`` of an unmasked
+    pixel (0 without background).
     """
     ny, nx = valid.shape
-    nk = P.shape[2]
     rmax = int(math.sqrt(float(nx * nx + ny * ny)))
     hw, off = _half_widths(rmax)
     t2 = minsn * minsn
     out = np.full((ny, nx), np.nan)
     rad = np.full((ny, nx), -1, np.int32)
-    for y in prange(ny):
-        Sa = np.empty(nk)
-        Sb = np.empty(nk)
-        Sc = np.empty(nk)
-        hint = 0
-        for x in range(nx):
-            if not valid[y, x]:
-                continue
-            _disc_sums(P, y, x, 0, hw, off, Sa)
-            if _sn2_sums(Sa) >= t2 or rmax == 0:
-                out[y, x] = (Sa[0] - (Sa[2] if nk > 2 else 0.0)) / Sa[1]
-                rad[y, x] = 0
-                hint = 0
-                continue
-            if nk > 2:
-                res = _first_in(P, y, x, 0, Sa, rmax, t2, hw, off, Sb, hint - 1)
-            elif nk == 2 and hint >= 2:
-                # S/N grows with R: find h' with cond(h'-1) false, cond(h') true near the hint
-                hh = min(hint, rmax)
-                _disc_sums(P, y, x, hh - 1, hw, off, Sc)
-                if _sn2_sums(Sc) < t2:
-                    Sa[:] = Sc
-                    res = _first_in(P, y, x, hh - 1, Sa, rmax, t2, hw, off, Sb, 1)
-                else:
-                    # the answer is at most hh - 1: step down while the target still holds
-                    lo = hh - 1
-                    Sb[:] = Sc
-                    found = False
-                    for _ in range(2):
-                        if lo - 1 < 0:
-                            break
-                        _disc_sums(P, y, x, lo - 1, hw, off, Sc)
-                        if _sn2_sums(Sc) < t2:
-                            found = True
-                            break
-                        lo -= 1
-                        Sb[:] = Sc
-                    res = lo if found else _first_in(P, y, x, 0, Sa, lo, t2, hw, off, Sb, 1)
-            else:
-                res = _first_in(P, y, x, 0, Sa, rmax, t2, hw, off, Sb, 1)
-            if res < 0:
-                res = rmax
-                _disc_sums(P, y, x, rmax, hw, off, Sb)
-            out[y, x] = (Sb[0] - (Sb[2] if nk > 2 else 0.0)) / Sb[1]
-            rad[y, x] = res
-            hint = res
+    # rows cost unequal amounts (large discs near a bright source): each task takes every
+    # nt-th row, so that the static split of the tasks over threads stays balanced
+    nt = min(ny, 64)
+    for task in prange(nt):
+        for y in range(task, ny, nt):
+            _smooth_row(P, valid, y, rmax, t2, qmin, hw, off, out, rad)
     return out, rad
+
+
+@njit(cache=True)
+def _smooth_row(P: np.ndarray, valid: np.ndarray, y: int, rmax: int, t2: float, qmin: float,
+                hw: np.ndarray, off: np.ndarray, out: np.ndarray, rad: np.ndarray) -> None:
+    """Accumulative smoothing of row y (without background; with it see :func:`_smooth_row_bg`)."""
+    nx = valid.shape[1]
+    nk = P.shape[2]
+    if nk > 2:
+        _smooth_row_bg(P, valid, y, rmax, t2, qmin, hw, off, out, rad)
+        return
+    Sa = np.empty(nk)
+    Sb = np.empty(nk)
+    Sc = np.empty(nk)
+    hint = 0
+    for x in range(nx):
+        if not valid[y, x]:
+            continue
+        _disc_sums(P, y, x, 0, hw, off, Sa)
+        if _sn2_sums(Sa) >= t2 or rmax == 0:
+            out[y, x] = Sa[0] / Sa[1]
+            rad[y, x] = 0
+            hint = 0
+            continue
+        if hint >= 2:
+            # S/N grows with R: find h' with cond(h'-1) false, cond(h') true near the hint
+            hh = min(hint, rmax)
+            _disc_sums(P, y, x, hh - 1, hw, off, Sc)
+            if _sn2_sums(Sc) < t2:
+                Sa[:] = Sc
+                res = _first_in(P, y, x, hh - 1, Sa, rmax, t2, hw, off, Sb, 1)
+            else:
+                # the answer is at most hh - 1: step down while the target still holds
+                lo = hh - 1
+                Sb[:] = Sc
+                found = False
+                for _ in range(2):
+                    if lo - 1 < 0:
+                        break
+                    _disc_sums(P, y, x, lo - 1, hw, off, Sc)
+                    if _sn2_sums(Sc) < t2:
+                        found = True
+                        break
+                    lo -= 1
+                    Sb[:] = Sc
+                res = lo if found else _first_in(P, y, x, 0, Sa, lo, t2, hw, off, Sb, 1)
+        else:
+            res = _first_in(P, y, x, 0, Sa, rmax, t2, hw, off, Sb, 1)
+        if res < 0:
+            res = rmax
+            _disc_sums(P, y, x, rmax, hw, off, Sb)
+        out[y, x] = Sb[0] / Sb[1]
+        rad[y, x] = res
+        hint = res
 
 
 @njit(cache=True)
@@ -434,17 +661,21 @@ def _bin_sn2(st: np.ndarray, b: int, has_bg: bool) -> float:
 
 
 @njit(cache=True)
-def _add_pixel(st: np.ndarray, b: int, p: int, nx: int, cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray,
-               q: np.ndarray, has_bg: bool, binmap: np.ndarray, arrival: np.ndarray) -> None:
-    c = cnt[p]
+def _add_pixel(st: np.ndarray, b: int, p: int, nx: int, cnt: np.ndarray, bgv: np.ndarray, er: np.ndarray,
+               has_bg: bool, binmap: np.ndarray, arrival: np.ndarray) -> None:
+    # float32 inputs; the weights bg·r and r² are formed in float64 here (no full-size planes)
+    c = np.float64(cnt[p])
     st[b, _F] += c
     st[b, _N] += 1.0
     sig = c
     if has_bg:
-        st[b, _B] += bgv[p]
-        st[b, _W] += bgw[p]
-        st[b, _Q] += q[p]
-        sig = c - bgw[p]
+        bv = np.float64(bgv[p])
+        e = np.float64(er[p])
+        w = bv * e
+        st[b, _B] += bv
+        st[b, _W] += w
+        st[b, _Q] += e * e
+        sig = c - w
     cs = sig if sig >= 1e-7 else 1e-7
     st[b, _CX] += (p % nx) * cs
     st[b, _CY] += (p // nx) * cs
@@ -455,15 +686,17 @@ def _add_pixel(st: np.ndarray, b: int, p: int, nx: int, cnt: np.ndarray, bgv: np
 
 
 @njit(cache=True)
-def _remove_pixel(st: np.ndarray, b: int, p: int, cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray,
-                  q: np.ndarray, has_bg: bool, binmap: np.ndarray) -> None:
+def _remove_pixel(st: np.ndarray, b: int, p: int, cnt: np.ndarray, bgv: np.ndarray, er: np.ndarray,
+                  has_bg: bool, binmap: np.ndarray) -> None:
     # like contbin, the centroid of the dissolving bin is not updated
-    st[b, _F] -= cnt[p]
+    st[b, _F] -= np.float64(cnt[p])
     st[b, _N] -= 1.0
     if has_bg:
-        st[b, _B] -= bgv[p]
-        st[b, _W] -= bgw[p]
-        st[b, _Q] -= q[p]
+        bv = np.float64(bgv[p])
+        e = np.float64(er[p])
+        st[b, _B] -= bv
+        st[b, _W] -= bv * e
+        st[b, _Q] -= e * e
     binmap[p] = -1
 
 
@@ -491,7 +724,7 @@ def _constraint_margin(st: np.ndarray, b: int, p: int, nx: int, areas: np.ndarra
 
 @njit(cache=True)
 def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.ndarray, nx: int,
-               cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
+               cnt: np.ndarray, bgv: np.ndarray, er: np.ndarray, has_bg: bool,
                thr2: float, constrain: bool, cval2: float, areas: np.ndarray,
                contbin_ties: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seed and grow every bin (contbin's ``binner::do_binning``).
@@ -536,9 +769,9 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
             st = st2
         b = nb
         nb += 1
-        aim = s[seed]
+        aim = np.float64(s[seed])
         st[b, _SEED] = seed
-        _add_pixel(st, b, seed, nx, cnt, bgv, bgw, q, has_bg, binmap, arrival)
+        _add_pixel(st, b, seed, nx, cnt, bgv, er, has_bg, binmap, arrival)
         stamp[seed] = b
         hn = 0
         dn = 0
@@ -559,14 +792,14 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                     # contbin scans edge pixels in order of arrival, neighbours up, left, right, down
                     tie[pp] = arrival[cur] * 4 + k if contbin_ties else rank[pp]
                     hk, ht, hp = _heap_room(hk, ht, hp, hn)
-                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), tie[pp], pp)
+                    hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[pp]) - aim), tie[pp], pp)
             if _bin_sn2(st, b, has_bg) >= thr2:
                 break
             # parked pixels that may have come inside the circle go back on offer
             while dn > 0 and dk[0] <= slack:
                 dn, _, _, pp = _heap_pop(dk, dt, dp, dn)
                 hk, ht, hp = _heap_room(hk, ht, hp, hn)
-                hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - aim), tie[pp], pp)
+                hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[pp]) - aim), tie[pp], pp)
             got = -1
             while hn > 0:
                 hn, _, _, pp = _heap_pop(hk, ht, hp, hn)
@@ -586,7 +819,7 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                 ox = st[b, _CX] / st[b, _CW]
                 oy = st[b, _CY] / st[b, _CW]
                 ocr = np.searchsorted(areas, st[b, _N], side="right") + 1
-            _add_pixel(st, b, got, nx, cnt, bgv, bgw, q, has_bg, binmap, arrival)
+            _add_pixel(st, b, got, nx, cnt, bgv, er, has_bg, binmap, arrival)
             if constrain:
                 ncx = st[b, _CX] / st[b, _CW]
                 ncy = st[b, _CY] / st[b, _CW]
@@ -598,7 +831,7 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
 
 @njit(cache=True)
 def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, nx: int,
-              cnt: np.ndarray, bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool,
+              cnt: np.ndarray, bgv: np.ndarray, er: np.ndarray, has_bg: bool,
               constrain: bool, cval2: float, areas: np.ndarray, work: np.ndarray, arrival: np.ndarray,
               contbin_ties: bool) -> bool:
     """Give the pixels of bin b to neighbouring bins; False if some could not be given away."""
@@ -650,7 +883,7 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
                 c = binmap[pp]
                 if c >= 0 and c != b:
                     t = arrival[p] * 4 + k if contbin_ties else rank[p] * nrank + rank[pp]
-                    hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), t, p * npix + pp)
+                    hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[p]) - np.float64(s[pp])), t, p * npix + pp)
     deft = np.empty(cap, np.int64)
     while st[b, _N] > 0:
         got = -1
@@ -679,13 +912,13 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
             pay = defer[i]
             p = pay // npix
             pp = pay % npix
-            hn = _heap_push(hk, ht, hp, hn, abs(s[p] - s[pp]), deft[i], pay)
+            hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[p]) - np.float64(s[pp])), deft[i], pay)
         if got < 0:
             return False
         p = got // npix
         c = binmap[got % npix]
-        _remove_pixel(st, b, p, cnt, bgv, bgw, q, has_bg, binmap)
-        _add_pixel(st, c, p, nx, cnt, bgv, bgw, q, has_bg, binmap, arrival)
+        _remove_pixel(st, b, p, cnt, bgv, er, has_bg, binmap)
+        _add_pixel(st, c, p, nx, cnt, bgv, er, has_bg, binmap, arrival)
         px = p % nx
         py = p // nx
         for k in range(4):
@@ -703,7 +936,7 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
                         ht2[:hn] = ht[:hn]
                         hp2[:hn] = hp[:hn]
                         hk, ht, hp = hk2, ht2, hp2
-                    hn = _heap_push(hk, ht, hp, hn, abs(s[pp] - s[p]), t, pp * npix + p)
+                    hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[pp]) - np.float64(s[p])), t, pp * npix + p)
         if defer.shape[0] < hk.shape[0]:
             defer = np.empty(hk.shape[0], np.int64)
             deft = np.empty(hk.shape[0], np.int64)
@@ -712,7 +945,7 @@ def _dissolve(b: int, st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: n
 
 @njit(cache=True)
 def _scrub(st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, nx: int, cnt: np.ndarray,
-           bgv: np.ndarray, bgw: np.ndarray, q: np.ndarray, has_bg: bool, thr2: float, constrain: bool,
+           bgv: np.ndarray, er: np.ndarray, has_bg: bool, thr2: float, constrain: bool,
            cval2: float, areas: np.ndarray, stuck: np.ndarray, arrival: np.ndarray, contbin_ties: bool) -> int:
     """One contbin scrubbing pass; returns the number of bins dissolved."""
     nb = st.shape[0]
@@ -741,7 +974,7 @@ def _scrub(st: np.ndarray, binmap: np.ndarray, s: np.ndarray, rank: np.ndarray, 
         nl = j
         if best < 0:
             break
-        if not _dissolve(best, st, binmap, s, rank, nx, cnt, bgv, bgw, q, has_bg, constrain, cval2, areas,
+        if not _dissolve(best, st, binmap, s, rank, nx, cnt, bgv, er, has_bg, constrain, cval2, areas,
                          work, arrival, contbin_ties):
             stuck[best] = True
         done += 1
@@ -1078,23 +1311,112 @@ def _areas_table(nx: int, ny: int) -> np.ndarray:
     return np.cumsum(counts[: rmax + 1]).astype(np.float64)
 
 
-def _prefix(arrs: list[np.ndarray]) -> np.ndarray:
-    ny, nx = arrs[0].shape
-    P = np.zeros((ny, nx + 1, len(arrs)))
-    for k, a in enumerate(arrs):
-        np.cumsum(a, axis=1, out=P[:, 1:, k])
+@njit(cache=True)
+def _int_rows_ok(a: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether the unmasked values of a are integers whose row sums fit an int32."""
+    ny, nx = a.shape
+    for y in range(ny):
+        t = 0.0
+        for x in range(nx):
+            if valid[y, x]:
+                v = np.float64(a[y, x])
+                if v != math.floor(v):
+                    return False
+                t += v
+        if t > 2147483647.0:
+            return False
+    return True
+
+
+@njit(cache=True, parallel=True)
+def _prefix_planes(cnt: np.ndarray, valid: np.ndarray, bg: np.ndarray, er: np.ndarray, has_bg: bool,
+                   packed: bool) -> np.ndarray:
+    """Row-wise prefix sums P[y, x] = Σ_{x' < x} of the unmasked planes for :func:`_disc_sums`.
+
+    Planes F (counts), N (unmasked pixels) and, with background, W = bg·r,
+    B = bg and Q = r², r the exposure ratio (float32 values as float64; the
+    float sums are sequential like ``np.cumsum``).  ``packed`` (integer counts
+    and background) stores each position in 32 bytes: W, Q as float64, then
+    F, N, B as int32.
+    """
+    ny, nx = cnt.shape
+    nk = (4 if packed else 5) if has_bg else 2
+    P = np.zeros((ny, nx + 1, nk))
+    for y in prange(ny):
+        f = 0.0
+        n = 0.0
+        w = 0.0
+        b = 0.0
+        q = 0.0
+        for x in range(nx):
+            if valid[y, x]:
+                c = np.float64(cnt[y, x])
+                f += c
+                n += 1.0
+                if has_bg:
+                    e = np.float64(er[y, x])
+                    bv = np.float64(bg[y, x])
+                    w += bv * e
+                    b += bv
+                    q += e * e
+            if not has_bg:
+                P[y, x + 1, 0] = f
+                P[y, x + 1, 1] = n
+            elif packed:
+                P[y, x + 1, 0] = w
+                P[y, x + 1, 1] = q
+            else:
+                P[y, x + 1, 0] = f
+                P[y, x + 1, 1] = n
+                P[y, x + 1, 2] = w
+                P[y, x + 1, 3] = b
+                P[y, x + 1, 4] = q
+        if packed:
+            Pi = P[y].reshape(-1).view(np.int32)
+            fi = 0
+            ni = 0
+            bi = 0
+            for x in range(nx):
+                if valid[y, x]:
+                    fi += int(cnt[y, x])
+                    ni += 1
+                    bi += int(bg[y, x])
+                j = 8 * (x + 1) + 4
+                Pi[j] = fi
+                Pi[j + 1] = ni
+                Pi[j + 2] = bi
     return P
 
 
 def _exposure_ratio(shape: tuple[int, int], expmap: np.ndarray | None, bgexpmap: np.ndarray | None,
                     exposure_s: float | None, bg_exposure_s: float | None) -> np.ndarray:
-    fg = (np.full(shape, np.float32(1.0 if exposure_s is None else exposure_s), np.float32)
-          if expmap is None else np.nan_to_num(expmap.astype(np.float32), nan=0.0))
-    bgx = (np.full(shape, np.float32(1.0 if bg_exposure_s is None else bg_exposure_s), np.float32)
-           if bgexpmap is None else np.nan_to_num(bgexpmap.astype(np.float32), nan=0.0))
-    fg = np.maximum(fg, _TRIM)
-    bgx = np.maximum(bgx, _TRIM)
-    return (fg / bgx).astype(np.float32).astype(np.float64)
+    """float32 ``max(expmap, 1e-7) / max(bgexpmap, 1e-7)`` per pixel (NaN → 0 first), as contbin."""
+
+    def trimmed(a: np.ndarray | None, const: float | None) -> np.ndarray | np.float32:
+        if a is None:
+            return np.maximum(np.float32(1.0 if const is None else const), _TRIM)
+        out = np.array(a, dtype=np.float32)
+        np.nan_to_num(out, copy=False, nan=0.0)
+        return np.maximum(out, _TRIM, out=out)
+
+    fg = trimmed(expmap, exposure_s)
+    bgx = trimmed(bgexpmap, bg_exposure_s)
+    if isinstance(fg, np.ndarray):
+        return np.divide(fg, bgx, out=fg)
+    if isinstance(bgx, np.ndarray):
+        return np.divide(fg, bgx, out=bgx)
+    return np.full(shape, np.float32(fg / bgx), np.float32)
+
+
+def _smoothing_planes(cnt32: np.ndarray, valid: np.ndarray, bg32: np.ndarray | None,
+                      er32: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Prefix planes for :func:`_smooth_kernel` (packed when counts and background are integers) and qmin."""
+    if bg32 is None:
+        dummy = np.zeros((1, 1), np.float32)
+        return _prefix_planes(cnt32, valid, dummy, dummy, False, False), 0.0
+    packed = bool(_int_rows_ok(cnt32, valid) and _int_rows_ok(bg32, valid))
+    emin = float(np.min(er32, where=valid, initial=np.inf)) if valid.any() else 0.0
+    return _prefix_planes(cnt32, valid, bg32, er32, True, packed), emin * emin
 
 
 def accumulative_smooth(counts: np.ndarray, *, smoothsn: float = 15.0, bg: np.ndarray | None = None,
@@ -1126,15 +1448,45 @@ def accumulative_smooth(counts: np.ndarray, *, smoothsn: float = 15.0, bg: np.nd
         int32 disc radius used per pixel (−1 where masked).
     """
     counts = _check_counts("counts", _as_image("counts", counts))
-    valid = np.ones(counts.shape, bool) if mask is None else np.asarray(mask, bool)
-    m = valid.astype(np.float64)
-    arrs = [counts.astype(np.float64) * m, m]
+    valid = np.ones(counts.shape, bool) if mask is None else np.ascontiguousarray(mask, bool)
+    bg32 = er32 = None
     if bg is not None:
-        bgv = _check_counts("bg", _as_image("bg", bg, counts.shape)).astype(np.float64)
-        er = _exposure_ratio(counts.shape, expmap, bgexpmap, exposure_s, bg_exposure_s)
-        arrs += [bgv * er * m, bgv * m, er * er * m]
-    P = _prefix(arrs)
-    return _smooth_kernel(P, valid, float(smoothsn))
+        bg32 = _check_counts("bg", _as_image("bg", bg, counts.shape))
+        er32 = _exposure_ratio(counts.shape, expmap, bgexpmap, exposure_s, bg_exposure_s)
+    P, qmin = _smoothing_planes(counts, valid, bg32, er32)
+    return _smooth_kernel(P, valid, float(smoothsn), qmin)
+
+
+@njit(cache=True)
+def _bin_sums(lab: np.ndarray, counts: np.ndarray, bg: np.ndarray, er: np.ndarray, expo: np.ndarray,
+              has_bg: bool, exp_mode: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label 0..nb−1 (negative: none): pixel count and sums of counts, bg, bg·r, r², x, y, exposure.
+
+    Pixels are added in row-major order, as ``np.bincount`` over the selected pixels would.
+    """
+    ny, nx = lab.shape
+    area = np.zeros(nb, np.int64)
+    out = np.zeros((nb, 7))
+    for y in range(ny):
+        for x in range(nx):
+            b = lab[y, x]
+            if b < 0:
+                continue
+            area[b] += 1
+            out[b, 0] += np.float64(counts[y, x])
+            if has_bg:
+                bv = np.float64(bg[y, x])
+                e = np.float64(er[y, x])
+                out[b, 1] += bv
+                out[b, 2] += bv * e
+                out[b, 3] += e * e
+            out[b, 4] += np.float64(x)
+            out[b, 5] += np.float64(y)
+            if exp_mode == 2:
+                out[b, 6] += np.float64(expo[y, x])
+            elif exp_mode == 1:
+                out[b, 6] += expo[0, 0]
+    return area, out
 
 
 def bin_statistics(binmap: np.ndarray, counts: np.ndarray, *, bg: np.ndarray | None = None,
@@ -1158,24 +1510,46 @@ def bin_statistics(binmap: np.ndarray, counts: np.ndarray, *, bg: np.ndarray | N
         One row per bin number present, sorted by ``bin_id``; columns as in
         :class:`ContourBins`.
     """
-    bm = np.asarray(binmap).astype(np.int64)
-    sel = bm >= 0
-    labels = bm[sel]
-    ids, inv = np.unique(labels, return_inverse=True)
+    def native(a: Any) -> np.ndarray:
+        a = np.asarray(a)
+        return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))  # FITS data are big-endian
+
+    bm = native(binmap)
+    if bm.dtype.kind not in "iu":
+        bm = bm.astype(np.int64)
+    top = int(bm.max()) if bm.size else -1
+    if top >= 4 * bm.size + 64:
+        # sparse labels: number them 0.. first
+        sel = bm >= 0
+        idmap, inv = np.unique(bm[sel], return_inverse=True)
+        lab = np.full(bm.shape, -1, np.int64)
+        lab[sel] = inv
+        del sel, inv
+    else:
+        lab = bm
+        idmap = np.arange(max(top + 1, 0))
+    has_bg = bg is not None
+    er = dummy = np.zeros((1, 1), np.float32)
+    bgarr = dummy
+    if has_bg:
+        er = _exposure_ratio(bm.shape, expmap, bgexpmap, exposure_s, bg_exposure_s)
+        bgarr = native(bg)
+    exp_mode = 0 if expmap is None and exposure_s is None else (1 if expmap is None else 2)
+    expo = native(expmap) if exp_mode == 2 else np.full((1, 1), float(exposure_s or 0.0))
+    area, sums = _bin_sums(lab, native(counts), bgarr, er, expo, has_bg, exp_mode, len(idmap))
+    keep = area > 0
+    ids = idmap[keep]
+    area = area[keep]
+    sums = sums[keep]
     nb = len(ids)
-    yy, xx = np.nonzero(sel)
-    c = np.asarray(counts, np.float64)[sel]
-    area = np.bincount(inv, minlength=nb).astype(np.int64)
-    F = np.bincount(inv, weights=c, minlength=nb)
+    F = sums[:, 0]
     tab = Table()
     tab["bin_id"] = ids.astype(np.int32)
     tab["counts"] = F
-    if bg is not None:
-        er = _exposure_ratio(bm.shape, expmap, bgexpmap, exposure_s, bg_exposure_s)[sel]
-        b = np.asarray(bg, np.float64)[sel]
-        B = np.bincount(inv, weights=b, minlength=nb)
-        W = np.bincount(inv, weights=b * er, minlength=nb)
-        Q = np.bincount(inv, weights=er * er, minlength=nb)
+    if has_bg:
+        B = sums[:, 1]
+        W = sums[:, 2]
+        Q = sums[:, 3]
         noise2 = (1 + np.sqrt(F + 0.75)) ** 2 + (Q / area) * (1 + np.sqrt(B + 0.75)) ** 2
     else:
         B = np.zeros(nb)
@@ -1186,11 +1560,10 @@ def bin_statistics(binmap: np.ndarray, counts: np.ndarray, *, bg: np.ndarray | N
     tab["net_counts"] = F - W
     tab["area_pix"] = area
     tab["sn"] = np.abs(F - W) / np.sqrt(noise2)
-    tab["x_pix"] = np.bincount(inv, weights=xx, minlength=nb) / area
-    tab["y_pix"] = np.bincount(inv, weights=yy, minlength=nb) / area
-    if expmap is not None or exposure_s is not None:
-        e = (np.full(bm.shape, float(exposure_s)) if expmap is None else np.asarray(expmap, np.float64))[sel]
-        tab["exposure_mean"] = np.bincount(inv, weights=e, minlength=nb) / area
+    tab["x_pix"] = sums[:, 4] / area
+    tab["y_pix"] = sums[:, 5] / area
+    if exp_mode:
+        tab["exposure_mean"] = sums[:, 6] / area
         with np.errstate(divide="ignore", invalid="ignore"):
             tab["sb"] = tab["net_counts"] / (area * tab["exposure_mean"])
         tab["exposure_mean"].unit = "s"
@@ -1351,24 +1724,24 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
 
     has_bg = bg32 is not None
     ny, nx = shape
-    cnt = np.where(valid, cnt32, 0).astype(np.float64)
+    er32 = None
+    # the whole unmasked image as one bin: can the target be reached at all?  (float64 sums as numpy
+    # forms them; the full-size float64 planes are temporary)
+    Ft = float(np.where(valid, cnt32, 0).astype(np.float64).sum())
     if has_bg:
-        er = _exposure_ratio(shape, exp_arr, bgexp_arr, exposure_s, bg_exposure_s)
-        bgv = np.where(valid, bg32, 0).astype(np.float64)
-        bgw = bgv * er
+        er32 = _exposure_ratio(shape, exp_arr, bgexp_arr, exposure_s, bg_exposure_s)
+        tmp = np.where(valid, bg32, 0).astype(np.float64)
+        Bt = float(tmp.sum())
+        er = er32.astype(np.float64)
+        tmp *= er
+        Wt = float(tmp.sum())
+        del tmp
         er *= er
         er[~valid] = 0.0
-        qq = er
+        Qt = float(er.sum())
         del er
-    else:
-        bgv = bgw = qq = np.zeros(1)
-
-    # the whole unmasked image as one bin: can the target be reached at all?
-    Ft = float(cnt.sum())
-    if has_bg:
-        noise = (1 + math.sqrt(Ft + 0.75)) ** 2 + (float(qq.sum()) / nvalid) * (
-            1 + math.sqrt(float(bgv.sum()) + 0.75)) ** 2
-        net = Ft - float(bgw.sum())
+        noise = (1 + math.sqrt(Ft + 0.75)) ** 2 + (Qt / nvalid) * (1 + math.sqrt(Bt + 0.75)) ** 2
+        net = Ft - Wt
     else:
         noise = (1 + math.sqrt(Ft + 0.75)) ** 2
         net = Ft
@@ -1380,35 +1753,37 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
         raise InputError(msg)
 
     if smoothed is None:
-        P = _prefix([cnt, valid] + ([bgw, bgv, qq] if has_bg else []))
-        sm64, radius = _smooth_kernel(P, valid, float(smoothsn))
+        P, qmin = _smoothing_planes(cnt32, valid, bg32, er32)
+        sm64, radius = _smooth_kernel(P, valid, float(smoothsn), qmin)
         del P, radius
     else:
         sm64 = _as_image("smoothed", smoothed, shape).astype(np.float64)
-    s32 = np.where(valid, sm64, 0.0).astype(np.float32)
+    s32 = sm64.astype(np.float32)
     del sm64
-    s = s32.astype(np.float64).ravel()
+    s32[~valid] = 0.0
+    s = s32.ravel()
 
     order, rank = pixel_ranks(s32, cnt32, valid, binup=binup, like_contbin=ties == "contbin")
     areas = _areas_table(nx, ny)
     thr2 = float(sn) * float(sn)
     cval2 = float(constrainval) * float(constrainval)
     vflat = valid.ravel()
-    cntf = cnt.ravel()
-    bgvf, bgwf, qf = (bgv.ravel(), bgw.ravel(), qq.ravel()) if has_bg else (bgv, bgw, qq)
+    cntf = cnt32.ravel()
+    dummy = np.zeros(1, np.float32)
+    bgvf, erf = (bg32.ravel(), er32.ravel()) if has_bg else (dummy, dummy)
     cties = ties == "contbin"
-    binmap, st, arrival = _grow_bins(s, order, rank, vflat, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+    binmap, st, arrival = _grow_bins(s, order, rank, vflat, nx, cntf, bgvf, erf, has_bg, thr2,
                                  bool(constrainfill), cval2, areas, cties)
     n_grown = st.shape[0]
     stuck = np.zeros(n_grown, np.bool_)
     n_dissolved = 0
     n_unbinned_islands = 0
     if not noscrub:
-        n_dissolved += _scrub(st, binmap, s, rank, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+        n_dissolved += _scrub(st, binmap, s, rank, nx, cntf, bgvf, erf, has_bg, thr2,
                               bool(constrainfill), cval2, areas, stuck, arrival, cties)
         if guarantee_sn:
             while True:
-                k = _scrub(st, binmap, s, rank, nx, cntf, bgvf, bgwf, qf, has_bg, thr2,
+                k = _scrub(st, binmap, s, rank, nx, cntf, bgvf, erf, has_bg, thr2,
                            bool(constrainfill), cval2, areas, stuck, arrival, cties)
                 n_dissolved += k
                 if k == 0:
@@ -1444,10 +1819,13 @@ def make_contour_bins(counts: np.ndarray, *, sn: float = 15.0, smoothsn: float =
         new[:-1][keep] = np.arange(int(keep.sum()), dtype=np.int32)
         binmap = new[binmap]  # -1 indexes the trailing -1
     binmap = binmap.reshape(shape).astype(np.int32)
+    del order, rank, arrival, stuck
 
     table = bin_statistics(binmap, cnt32, bg=bg32, expmap=exp_arr, bgexpmap=bgexp_arr, exposure_s=exposure_s,
                            bg_exposure_s=bg_exposure_s, header=header)
-    smooth_out = np.where(valid, s32.astype(np.float64), np.nan)
+    smooth_out = s32.astype(np.float64)
+    del s32, s
+    smooth_out[~valid] = np.nan
     params: dict[str, Any] = {
         "sn": float(sn), "smoothsn": float(smoothsn), "constrainfill": bool(constrainfill),
         "constrainval": float(constrainval), "automask": bool(automask), "noscrub": bool(noscrub),
