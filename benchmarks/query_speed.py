@@ -3,9 +3,10 @@
 Inputs are generated here (uniform positions over a 20°×20° patch with
 point-source-like errors; 4XMM-like second table holds 300,000 counterparts of
 the first with 1″ scatter plus 300,000 others). Each figure is the median of
-repeats after one warm-up call (imports, DuckDB and cdshealpix start-up are
-not counted; astropy's SkyCoord objects are built before timing its separation,
-so the peer is timed on its search alone where said).
+repeats after one warm-up call of each (imports, numba compilation, DuckDB and
+cdshealpix start-up are not counted); xmine and its peer run alternately, so
+both see the same load on a shared machine. astropy's SkyCoord objects are
+built before timing, so the peer is timed on its search alone.
 
 Run: ``python benchmarks/query_speed.py [--n1 400000] [--n2 600000]``. Prints
 one line per measurement and the ratios; exits 1 if a target is missed
@@ -40,6 +41,21 @@ def _timeit(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _interleaved(ours, peer, repeat: int) -> tuple[float, float]:
+    """Median times of two functions run alternately (both see the same machine load), after one warm-up each."""
+    ours()
+    peer()
+    t_ours, t_peer = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ours()
+        t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        peer()
+        t_peer.append(time.perf_counter() - t0)
+    return statistics.median(t_ours), statistics.median(t_peer)
 
 
 def _sky(rng, n, ra0=150.0, dec0=2.0, half=10.0):
@@ -102,9 +118,8 @@ def main() -> int:
             b = {f"S{i:07d}" for i in np.nonzero(coords.separation(SkyCoord(ra0 * u.deg, dec0 * u.deg)).deg
                                                   <= radius)[0]}
             assert a == b, "cone results differ"
-        t_ours = _timeit(ours, 5) / len(centres)
+        t_ours, t_peer = (t / len(centres) for t in _interleaved(ours, peer, 5))
         t_sql = _timeit(ours_sql, 3) / len(centres)
-        t_peer = _timeit(peer, 3) / len(centres)
         ratio = t_peer / t_ours
         print(f"cone 3' on {args.n1:,} cached rows: xmine SkyIndex {t_ours * 1e3:.3f} ms per cone "
               f"(index built once from the cache in {t_build:.2f} s), astropy separation full scan "
@@ -151,8 +166,7 @@ def main() -> int:
     assert a.num_rows == len(i), (a.num_rows, len(i))
     ours_pairs = set(zip(a.column("i1").to_numpy().tolist(), a.column("i2").to_numpy().tolist(), strict=True))
     assert ours_pairs == set(zip(i.tolist(), j.tolist(), strict=True))
-    t_ours = _timeit(ours_xm, 3)
-    t_peer = _timeit(peer_xm, 2)
+    t_ours, t_peer = _interleaved(ours_xm, peer_xm, 5)
     ratio = t_peer / t_ours
     print(f"cross-match {args.n1:,} x {args.n2:,} at {r:g}\": xmine {t_ours:.2f} s ({a.num_rows:,} pairs), "
           f"astropy search_around_sky {t_peer:.2f} s (SkyCoord prebuilt) -> {ratio:.1f}x (target >= 3x)")
