@@ -2,9 +2,12 @@
 
 ``run_demo`` simulates the demo sample (:func:`xmine.simulate.demo_truth`:
 three clusters, two Chandra observations each, one with a flare, their point
-sources and CSC 2.1-/4XMM-like catalogue rows), then runs the cluster pipeline
-(:func:`xmine.pipeline.process_cluster`) on every cluster with the simulated
-CSC sources as the point-source catalogue: flare cleaning, merging of the two
+sources and CSC 2.1-/4XMM-like catalogue rows), selects cluster candidates from
+the simulated catalogues as a user would from the real ones (extended CSC
+sources matched with extended 4XMM sources, the obsids covering each, their
+point sources: :func:`xmine.select.select_from_tables`), then runs the cluster
+pipeline (:func:`xmine.pipeline.process_cluster`) on every selected cluster with
+the simulated CSC sources as the point-source catalogue: flare cleaning, merging of the two
 obsids, exposure map, point-source masks, crop, contour binning, outlines as
 region files, radial profile, and a quick-look PNG. Every step is recorded in
 the store (``runs``/``steps``); a rerun with the same seed and parameters
@@ -74,8 +77,8 @@ def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026
     config = load_config(environ={}, overrides=overrides)
     run_id = f"demo-seed{seed}"
     result = DemoResult(out_dir=out, run_id=run_id,
-                        columns=["cluster", "z", "obsids (clean %)", "masked", "bins", "S/N min", "S/N med",
-                                 "bin outlines (fk5)"])
+                        columns=["catalogue cluster", "truth", "obsids (clean %)", "masked", "bins", "S/N min",
+                                 "S/N med", "bin outlines (fk5)"])
     with open_store(config.project.store) as store:
         store.start_run("demo", {"seed": seed, **config.model_dump(mode="json")}, seed=seed, run_id=run_id)
         truth = simulate.demo_truth(seed=seed)
@@ -91,18 +94,36 @@ def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026
         result.notes.append(("simulated" if ran else "reused") + f" {sky['n_obs']} observations and "
                             f"{len(sky['catalogs'])} catalogue tables in {out / 'archive'}")
         catalog = Table.read(sky["catalogs"]["csc21/master_source.fits"])
-        for c in truth.clusters:
-            name = str(c["name"])
-            obsids = tuple(int(o) for o in truth.observations["obsid"][truth.observations["cluster"] == name])
-            spec = ClusterSpec(name=name, ra_deg=float(c["ra_deg"]), dec_deg=float(c["dec_deg"]), obsids=obsids,
-                               z=float(c["z"]))
+
+        def _select(folder: Path) -> dict[str, Any]:
+            from xmine.select import select_from_tables
+
+            sel = select_from_tables(catalog, Table.read(sky["catalogs"]["xmm/epic_source_cat.fits"]),
+                                     Table.read(sky["catalogs"]["csc21/observations.fits"]), out_dir=folder)
+            clusters = []
+            for c in sel.clusters:
+                name = str(c["name"])
+                obsids = sorted({int(o) for o in sel.coverage["obsid"][sel.coverage["cluster"] == name]})
+                clusters.append({"name": name, "ra_deg": float(c["ra_deg"]), "dec_deg": float(c["dec_deg"]),
+                                 "obsids": obsids})
+            return {"clusters": clusters, "files": [str(f) for f in sel.files]}
+
+        selection, _ = StepRunner(store, run_id).run("sky", "select", out / "selection", {"sky": sky["files"]},
+                                                     _select)
+        result.notes.append(f"selected {len(selection['clusters'])} cluster candidates (extended CSC sources "
+                            f"matched with extended 4XMM sources) and their obsids; tables and point-source "
+                            f"region files in {out / 'selection'}")
+        for sel in selection["clusters"]:
+            truth_name, z = _nearest_truth(truth.clusters, sel["ra_deg"], sel["dec_deg"])
+            spec = ClusterSpec(name=sel["name"].replace(" ", "_"), ra_deg=sel["ra_deg"], dec_deg=sel["dec_deg"],
+                               obsids=tuple(sel["obsids"]), z=z)
             res = process_cluster(spec, config=config, store=store, run_id=run_id, catalog=catalog)
-            folder = out / "products" / "clusters" / name
+            folder = out / "products" / "clusters" / spec.name
             write_quicklook(folder / "quicklook.png", res.outputs["crop"]["counts"], res.outputs["contbin"]["binmap"],
-                            title=f"{name}  z = {spec.z:g}  ObsIDs {' '.join(map(str, obsids))}")
+                            title=f"{sel['name']} ({truth_name})  ObsIDs {' '.join(map(str, spec.obsids))}")
             sn = np.asarray(Table.read(res.outputs["contbin"]["bins"])["sn"], dtype=float)
             clean = " ".join(f"{o} ({100 * v['clean_fraction']:.0f})" for o, v in res.outputs["obs"].items())
-            result.rows.append((name, spec.z, clean, res.outputs["masks"]["n_masked"], res.n_bins,
+            result.rows.append((sel["name"], truth_name, clean, res.outputs["masks"]["n_masked"], res.n_bins,
                                 round(float(sn.min()), 1) if len(sn) else "-",
                                 round(float(np.median(sn)), 1) if len(sn) else "-",
                                 os.path.relpath(res.outputs["outlines"]["combined_fk5"], out)))
@@ -111,6 +132,17 @@ def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026
     result.notes.append(f"runs and steps recorded in {out / 'xmine.duckdb'} (run {run_id}); "
                         "rerun to resume, delete the folder to start again")
     return result
+
+
+def _nearest_truth(clusters: Any, ra_deg: float, dec_deg: float) -> tuple[str, float | None]:
+    """Return the simulated cluster (name, z) nearest a catalogue position, within 1 arcmin."""
+    from astropy.coordinates import SkyCoord
+
+    sky = SkyCoord(np.asarray(clusters["ra_deg"], dtype=float), np.asarray(clusters["dec_deg"], dtype=float),
+                   unit="deg")
+    sep = sky.separation(SkyCoord(ra_deg, dec_deg, unit="deg")).arcmin
+    i = int(np.argmin(sep))
+    return (str(clusters["name"][i]), float(clusters["z"][i])) if sep[i] < 1.0 else ("-", None)
 
 
 def write_quicklook(path: str | os.PathLike[str], image_path: str | os.PathLike[str],

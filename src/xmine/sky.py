@@ -552,5 +552,8 @@ def match_sources(csc: Any, xmm: Any, *, k_sigma: float = 3.44, max_point_arcsec
         first2[1:] = i2[order2][1:] != i2[order2][:-1]
         sel = np.sort(order2[first2])
         i1, i2, sep, sigma, nsig, extended = i1[sel], i2[sel], sep[sel], sigma[sel], nsig[sel], extended[sel]
-    return pa.table({"csc_name": pa.array(names[i1].tolist(), pa.utf8()), "xmm_id": pa.array(ids[i2]),
+    # FITS columns arrive big-endian; Arrow takes native byte order only
+    xmm_ids = np.asarray(ids[i2])
+    xmm_ids = xmm_ids.astype(xmm_ids.dtype.newbyteorder("="))
+    return pa.table({"csc_name": pa.array(names[i1].tolist(), pa.utf8()), "xmm_id": pa.array(xmm_ids),
                      "sep_arcsec": sep, "sigma_arcsec": sigma, "n_sigma": nsig, "extended": extended})
