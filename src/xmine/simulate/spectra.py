@@ -11,7 +11,8 @@ Approximations
 * **Point sources.** Power law ``E^−Γ``.
 * **Backgrounds.** Sky: a 0.2 keV thermal-like component plus a Γ = 1.4 power
   law (70/30 in counts), folded through the area. Particle and flare: flat in
-  *detected* energy over 0.3–12 keV (not folded).
+  *detected* energy over 0.3–11 keV (not folded; the 9.5–12 keV particle band
+  used to renormalise blank skies thus holds 9.5–11 keV events).
 * **Resolution.** Gaussian with σ = 30 eV + 0.006 E.
 
 Count rates in truth tables are **detected** rates in the CSC broad band
