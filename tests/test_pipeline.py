@@ -198,3 +198,63 @@ def test_process_command(first_run, tmp_path, capsys):
     assert "xaf_bins_fk5.reg" in out
     assert main(["--config", str(toml), "process", str(sample), "NOPE"]) == 1
     assert capsys.readouterr().err.strip().endswith("no cluster named NOPE")
+
+
+def test_bad_sample_and_catalogue_files_are_one_line_errors(tmp_path):
+    from xmine.pipeline import read_catalog
+
+    cases = {
+        "nan.csv": ("name,ra,dec,obsids\nA,nan,2,3\n", r"ra = nan is outside \[0, 360\)"),
+        "path.csv": ("name,ra,dec,obsids\n../evil,1,2,3\n", "cannot name a folder"),
+        "dup.csv": ("name,ra,dec,obsids\nA,1,2,3\nA,2,2,4\n", "differs from the same name's earlier row"),
+        "empty.csv": ("name,ra,dec,obsids\n", "no clusters in the sample"),
+        "odd.xyz": ("whatever", r"odd.xyz: cannot read the cluster sample"),
+    }
+    for name, (text, match) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=match):
+            load_cluster_sample(tmp_path / name)
+    (tmp_path / "cat.csv").write_text("ra,dec\n150.1,abc\n")
+    with pytest.raises(InputError, match=r"cat.csv: column dec is not numeric"):
+        read_catalog(tmp_path / "cat.csv")
+    (tmp_path / "cat2.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(InputError, match=r"cat2.csv: no ra/dec"):
+        read_catalog(tmp_path / "cat2.csv")
+
+
+def test_marker_is_the_truth_about_a_shared_step_folder(tmp_path):
+    from xmine.pipeline import StepRunner
+
+    with open_store(tmp_path / "x.duckdb") as store:
+        a, b = StepRunner(store, "r1"), StepRunner(store, "r2")
+
+        def work(value):
+            def _w(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "out.txt").write_text(value)
+                return {"value": value, "files": [str(folder / "out.txt")]}
+            return _w
+
+        assert a.run("c", "s", tmp_path / "step", {"p": 1}, work("one")) == ({"value": "one", "files":
+                                                                               [str(tmp_path / "step/out.txt")]}, True)
+        b.run("c", "s", tmp_path / "step", {"p": 2}, work("two"))  # another run rewrites the shared folder
+        _, ran = a.run("c", "s", tmp_path / "step", {"p": 1}, work("one"))
+        assert ran  # r1's stored row no longer describes the folder: rerun
+        assert (tmp_path / "step/out.txt").read_text() == "one"
+
+        def killed(folder):
+            (folder / "out.txt").write_text("half")
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            a.run("c", "s", tmp_path / "step", {"p": 3}, killed)
+        _, ran = a.run("c", "s", tmp_path / "step", {"p": 1}, work("one"))
+        assert ran  # the old marker was removed before the interrupted work began
+
+
+def test_resuming_a_run_with_other_parameters_is_refused(tmp_path):
+    with open_store(tmp_path / "x.duckdb") as store:
+        store.start_run("process", {"sn": 15}, run_id="r")
+        store.start_run("process", {"sn": 15}, run_id="r")
+        with pytest.raises(InputError, match="run r was started as a process run with other parameters"):
+            store.start_run("process", {"sn": 30}, run_id="r")

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from xmine.errors import InputError
 from xmine.store import atomic_write
@@ -126,6 +126,13 @@ class EventsConfig(_Section):
     emax_kev: float = Field(7.0, gt=0, description="upper energy bound, keV")
     grades: list[int] = Field([0, 2, 3, 4, 6], description="ASCA grades kept")
     status_zero: bool = Field(True, description="keep only events with status == 0")
+
+    @model_validator(mode="after")
+    def _band_order(self) -> EventsConfig:
+        if self.emin_kev >= self.emax_kev:
+            msg = f"emin_kev = {self.emin_kev} must be below emax_kev = {self.emax_kev}"
+            raise ValueError(msg)
+        return self
 
 
 class BinningConfig(_Section):

@@ -39,14 +39,19 @@ Approximations against a CIAO analysis are those of the modules named above
 (exposure maps without CALDB, a circular PSF model for masks). The local
 background is one rate per second per pixel times the exposure map: it treats
 sky and particle background alike (both vignetted) and assumes the cluster is
-negligible beyond ``bg_inner_arcmin``; its statistical error enters contbin's
-noise through an equivalent exposure ratio, the number of annulus pixels.
+negligible beyond ``bg_inner_arcmin``. Its statistical error enters contbin's
+noise through an equivalent exposure ratio, the number of annulus pixels, as if
+independent per pixel; the real error is correlated across a bin, so it is
+underestimated by the bin's pixel count, negligible while the annulus is much
+larger than a bin.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +137,8 @@ class StepRunner:
         done = self._done(marker, item, step, h)
         if done is not None:
             return done, False
+        # the folder is about to change: a marker left from other inputs must not vouch for it if we die half way
+        marker.unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
             outputs = work(folder)
@@ -147,21 +154,21 @@ class StepRunner:
         return outputs, True
 
     def _done(self, marker: Path, item: str, step: str, h: str) -> dict[str, Any] | None:
-        outputs = self.store.step_done(self.run_id, item, step, h)
-        if outputs is None and marker.exists():  # done by a worker elsewhere, or in another run
-            try:
-                saved = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                return None
-            if saved.get("inputs_hash") == h:
-                outputs = saved.get("outputs")
-                if isinstance(outputs, dict) and _files_exist(outputs):
-                    self.store.record_step(self.run_id, item, step, h, outputs=outputs, status="done")
-                    return outputs
+        """Return the outputs if the folder holds this step's results for these inputs.
+
+        The marker beside the outputs is the truth about what is on disk (step folders are shared by
+        runs and by workers); the store's row is recorded from it.
+        """
+        try:
+            saved = json.loads(marker.read_text())
+        except (OSError, ValueError):
             return None
-        if outputs is not None and _files_exist(outputs):
-            return outputs
-        return None
+        outputs = saved.get("outputs")
+        if saved.get("inputs_hash") != h or not isinstance(outputs, dict) or not _files_exist(outputs):
+            return None
+        if self.store.step_done(self.run_id, item, step, h) is None:
+            self.store.record_step(self.run_id, item, step, h, outputs=outputs, status="done")
+        return outputs
 
 
 def _files_exist(outputs: Mapping[str, Any]) -> bool:
@@ -173,8 +180,8 @@ def _files_exist(outputs: Mapping[str, Any]) -> bool:
 _STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "deflare": ("events.*", "process.lc_exclude_arcsec", "process.lc_bin_frames", "process.deflare_sigma",
                 "process.deflare_scale"),
-    "merge": ("events.*", "process.binsize", "process.merge_size_arcmin", "process.background",
-              "process.blank_sky_dir", "process.bg_inner_arcmin"),
+    "merge": ("events.*", "process.binsize", "process.merge_size_arcmin", "process.background"),
+    "merge_blank_sky": ("process.blank_sky_dir", "process.bg_inner_arcmin"),
     "masks": ("process.detect", "process.false_detections_per_field", "process.core_radius_arcsec"),
     "background": ("process.background", "process.bg_inner_arcmin"),
     "crop": ("process.crop_radius_arcmin",),
@@ -288,7 +295,8 @@ def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store, 
                         "clean_fraction": res.good_exposure_s / total if total > 0 else 0.0,
                         "n_flares": len(res.flares), "files": [str(gti_path), str(png)]}
 
-            fl, ran_fl = runner.run(item, "deflare", obs_dir / "deflare",
+            # the source-free light curve depends on the cluster: one folder per cluster in the shared obsid folder
+            fl, ran_fl = runner.run(f"{item}/{cluster.name}", "deflare", obs_dir / "deflare" / cluster.name,
                                     {"evt2": evt2, "ra": cluster.ra_deg, "dec": cluster.dec_deg,
                                      "catalog": catalog_hash, **_params(config, "deflare")},
                                     _deflare)
@@ -355,7 +363,12 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
         outside = (np.hypot(xx - cx, yy - cy) * 0.492 * proc.binsize > proc.bg_inner_arcmin * 60.0).astype(np.uint8)
         scales = {}
         for ev, obsid in zip(evs, obsids, strict=True):
-            found = sorted(Path(proc.blank_sky_dir).glob(f"*{obsid}*bg*.fits*"))
+            pattern = re.compile(rf"(?<!\d)0*{obsid}(?!\d).*bg.*\.fits(\.gz)?$")
+            found = sorted(p for p in Path(proc.blank_sky_dir).iterdir() if pattern.search(p.name))
+            if len(found) > 1:
+                msg = (f"obsid {obsid}: several blank-sky files match in {proc.blank_sky_dir} "
+                       f"({', '.join(p.name for p in found)}); keep one per obsid")
+                raise InputError(msg)
             if not found:
                 msg = (f"obsid {obsid}: no blank-sky event file *{obsid}*bg*.fits[.gz] in {proc.blank_sky_dir}; "
                        "make one (e.g. CIAO blanksky) or set process.background = 'local'")
@@ -378,7 +391,9 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
 
     merged, _ = runner.run(item, "merge", cdir / "merge",
                            {"obs": {str(k): [v["evt2"], Path(v["gti"])] for k, v in clean.items()},
-                            "ra": cluster.ra_deg, "dec": cluster.dec_deg, **_params(config, "merge")}, _merge)
+                            "ra": cluster.ra_deg, "dec": cluster.dec_deg, **_params(config, "merge"),
+                            **(_params(config, "merge_blank_sky") if proc.background == "blank_sky" else {})},
+                           _merge)
     result.outputs["merge"] = merged
     counts_path, exp_path = Path(merged["broad"]), Path(merged["exposure"])
 
@@ -496,7 +511,7 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
         if proc.binning_input == "flux":
             image = str(_flux_image(Path(cr["counts"]), Path(cr["exposure"]), folder / "flux_scaled.fits",
                                     k=proc.flux_k))
-            bg_path = bgexp_path = None  # the rescaled flux image is already background-free by construction
+            bg_path = bgexp_path = None  # as the hand pipeline: the flux image is binned without a background
         paths = contbin.run_contbin(image, out_dir=folder, expmap_path=cr["exposure"], mask_path=cr["mask"],
                                     bg_path=bg_path, bgexpmap_path=bgexp_path, sn=b.sn, smoothsn=b.smoothsn,
                                     constrainfill=b.constrainfill, constrainval=b.constrainval, noscrub=b.noscrub,
@@ -590,14 +605,8 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
     names : sequence of str, optional
         Keep only these clusters (all when empty).
     """
-    from astropy.table import Table
-
     p = Path(path)
-    try:
-        t = Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
-    except (OSError, ValueError) as exc:
-        msg = f"{p}: cannot read the cluster sample ({str(exc).splitlines()[0]}); give a CSV, ECSV or FITS table"
-        raise InputError(msg) from exc
+    t = _read_table(p, "the cluster sample")
     cols = {c.lower(): c for c in t.colnames}
 
     def col(*choices: str) -> str:
@@ -619,16 +628,32 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
         try:
             obsids = [int(o) for o in raw]
             ra, dec = float(row[cra]), float(row[cdec])
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             msg = f"{p} row {i + 1} ({name}): {exc}; obsids must be integers and ra/dec degrees"
             raise InputError(msg) from exc
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            msg = f"{p} row {i + 1}: cluster name {name!r} cannot name a folder; use letters, digits, + - _ and spaces"
+            raise InputError(msg)
+        if not (np.isfinite(ra) and 0.0 <= ra < 360.0):
+            msg = f"{p} row {i + 1} ({name}): {cra} = {ra} is outside [0, 360)"
+            raise InputError(msg)
         if not -90.0 <= dec <= 90.0:
             msg = f"{p} row {i + 1} ({name}): {cdec} = {dec} is outside [-90, 90]"
             raise InputError(msg)
+        if not obsids:
+            msg = f"{p} row {i + 1} ({name}): no obsid given"
+            raise InputError(msg)
         spec = specs.setdefault(name, {"ra": ra, "dec": dec, "obsids": [], "z": None})
+        if abs(spec["ra"] - ra) * np.cos(np.radians(dec)) * 3600 > 5 or abs(spec["dec"] - dec) * 3600 > 5:
+            msg = (f"{p} row {i + 1} ({name}): position {ra}, {dec} differs from the same name's earlier row "
+                   f"({spec['ra']}, {spec['dec']}); give each cluster one position")
+            raise InputError(msg)
         spec["obsids"].extend(o for o in obsids if o not in spec["obsids"])
         if cz is not None and not np.ma.is_masked(row[cz]):
             spec["z"] = float(row[cz])
+    if not specs and not names:
+        msg = f"{p}: no clusters in the sample"
+        raise InputError(msg)
     missing = [n for n in names if n not in specs]
     if missing:
         msg = f"{p}: no cluster named {', '.join(missing)}"
@@ -637,16 +662,38 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
             for n, s in specs.items()]
 
 
-def read_catalog(path: str | Path) -> Any:
-    """Read a table of catalogued point sources (FITS, CSV, ECSV, VOTable) for the masks."""
+def _read_table(p: Path, what: str) -> Any:
+    from astropy.io.registry import IORegistryError
     from astropy.table import Table
 
-    p = Path(path)
+    fmt = {".csv": "ascii.csv", ".txt": "ascii", ".dat": "ascii", ".tsv": "ascii.tab"}.get(p.suffix.lower())
     try:
-        return Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
-    except (OSError, ValueError) as exc:
-        msg = f"{p}: cannot read the point-source catalogue ({str(exc).splitlines()[0]})"
+        return Table.read(p, format=fmt)
+    except (OSError, ValueError, TypeError, IORegistryError) as exc:
+        msg = f"{p}: cannot read {what} ({str(exc).splitlines()[0]}); give a CSV, ECSV, FITS or VOTable file"
         raise InputError(msg) from exc
+
+
+def read_catalog(path: str | Path) -> Any:
+    """Read a table of catalogued point sources (FITS, CSV, ECSV, VOTable) for the masks.
+
+    It needs numeric position columns (``ra``/``dec``, ``ra_deg``/``dec_deg`` or 4XMM's ``SC_RA``/``SC_DEC``).
+    """
+    from xmine import masks
+
+    p = Path(path)
+    table = _read_table(p, "the point-source catalogue")
+    cols = [masks._first(table, ("ra", "ra_deg", "sc_ra")), masks._first(table, ("dec", "dec_deg", "sc_dec"))]
+    if None in cols:
+        msg = f"{p}: no ra/dec (or ra_deg/dec_deg, SC_RA/SC_DEC) columns (columns: {', '.join(table.colnames)})"
+        raise InputError(msg)
+    for c in cols:
+        try:
+            np.asarray(table[c], dtype=float)
+        except (ValueError, TypeError) as exc:
+            msg = f"{p}: column {c} is not numeric degrees ({exc}); sexagesimal positions must be converted first"
+            raise InputError(msg) from exc
+    return table
 
 
 @dataclass
@@ -680,6 +727,8 @@ def run_process(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog
 
     own = store is None
     st = open_store(config.project.store) if store is None else store
+    rid: str | None = None
+    status = "failed"  # until the loop below finishes: a traceback or Ctrl-C leaves a failed run, not a running one
     try:
         rid = st.start_run("process", {"config": config.model_dump(mode="json"),
                                        "clusters": [c.name for c in clusters]}, run_id=run_id)
@@ -700,10 +749,13 @@ def run_process(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog
             summary.rows.append((c.name, used, clean, res.outputs["masks"]["n_masked"],
                                  res.outputs["masks"]["n_review"], res.n_bins,
                                  res.outputs["outlines"]["combined_fk5"]))
-        st.finish_run(rid, "finished" if summary.failed == 0 else "finished with failures")
+        status = "finished" if summary.failed == 0 else "finished with failures"
         summary.notes.append(f"steps, outputs and failures are in {st.path} (run {rid}); rerun with "
                              f"--run-id {rid} to resume")
     finally:
+        if rid is not None:
+            with contextlib.suppress(XmineError):
+                st.finish_run(rid, status)
         if own:
             st.close()
     return summary

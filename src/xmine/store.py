@@ -42,7 +42,7 @@ from typing import Any
 
 import duckdb
 
-from xmine.errors import CacheError
+from xmine.errors import CacheError, InputError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -245,11 +245,17 @@ class Store:
 
         self._writable()
         run_id = run_id or f"{kind}-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        text = json.dumps(params, sort_keys=True, default=str)
+        row = _first_row(self.con, "SELECT params_json, kind FROM runs WHERE run_id = $r", {"r": run_id})
+        if row is not None and (row[0] != text or row[1] != kind):
+            msg = (f"run {run_id} was started as a {row[1]} run with other parameters; resume it with the same "
+                   "configuration or start a new run (another --run-id)")
+            raise InputError(msg)
         self.con.execute(
             """INSERT INTO runs VALUES ($run_id, $kind, $started, NULL, $version, $params, $seed, 'running')
                ON CONFLICT (run_id) DO UPDATE SET status = 'running', finished = NULL""",
             {"run_id": run_id, "kind": kind, "started": _now(), "version": __version__,
-             "params": json.dumps(params, sort_keys=True, default=str), "seed": seed},
+             "params": text, "seed": seed},
         )
         return run_id
 
