@@ -397,16 +397,24 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
     result.outputs["merge"] = merged
     counts_path, exp_path = Path(merged["broad"]), Path(merged["exposure"])
 
+    def _centre(header: fits.Header) -> tuple[float, float]:
+        """Return the cluster centre in 0-based pixels of an image."""
+        x, y = masks.image_wcs(header).world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
+        return float(x), float(y)
+
+    def _merged_exposure() -> np.ndarray:
+        # summed exposure maps can hold -1e-13 rounding residues at chip edges
+        return np.clip(fits.getdata(exp_path).astype(np.float64), 0.0, None)
+
     def _masks(folder: Path) -> dict[str, Any]:
         counts, header = fits.getdata(counts_path, header=True)
         exposure = fits.getdata(exp_path)
-        w = masks.image_wcs(header)
-        cx, cy = w.world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
+        cx, cy = _centre(header)
         heads = [fits.getheader(obs["evt2"], "EVENTS") for obs in clean.values()]
         pointings = [(float(h["RA_PNT"]), float(h["DEC_PNT"])) for h in heads if "RA_PNT" in h] or None
         sources, mask = masks.make_point_source_mask(
             counts, header, catalog=catalog, exposure=exposure, detect=proc.detect,
-            false_per_field=proc.false_detections_per_field, cluster_center_xy=(float(cx), float(cy)),
+            false_per_field=proc.false_detections_per_field, cluster_center_xy=(cx, cy),
             core_radius_pix=proc.core_radius_arcsec / pix_arcsec, pointings=pointings)
         mpath = masks.write_mask(folder / "mask.fits", mask, header)
         reg = masks.write_region_file(folder / "pointsources_fk5.reg", sources, header=header, system="fk5")
@@ -428,12 +436,10 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
 
     def _background(folder: Path) -> dict[str, Any]:
         counts, header = fits.getdata(counts_path, header=True)
-        # summed exposure maps can hold -1e-13 rounding residues at chip edges
-        exposure = np.clip(fits.getdata(exp_path).astype(np.float64), 0.0, None)
-        w = masks.image_wcs(header)
-        cx, cy = w.world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
+        exposure = _merged_exposure()
+        cx, cy = _centre(header)
         est = background.local_background(counts, exposure=exposure, mask=fits.getdata(mk["mask"]),
-                                          center_xy=(float(cx), float(cy)),
+                                          center_xy=(cx, cy),
                                           r_in_pix=proc.bg_inner_arcmin * 60.0 / pix_arcsec)
         # the rate is known from area_pix pixels: a background "observation" area_pix times longer
         ratio = float(max(est.area_pix, 1))
@@ -454,7 +460,7 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
     def _blank_background(folder: Path) -> dict[str, Any]:
         raw, header = fits.getdata(merged["blanksky_raw"], header=True)
         expected = fits.getdata(merged["blanksky_expected"]).astype(np.float64)
-        exposure = np.clip(fits.getdata(exp_path).astype(np.float64), 0.0, None)
+        exposure = _merged_exposure()
         # contbin scales a background image by expmap/bgexpmap per pixel: choose bgexpmap so that the raw
         # blank-sky counts scale to the expected ones (each obsid renormalised by its 9.5-12 keV rate)
         mean_scale = float(expected.sum() / raw.sum()) if raw.sum() > 0 else 1.0
@@ -535,9 +541,8 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
 
     def _profile(folder: Path) -> dict[str, Any]:
         counts, header = fits.getdata(cr["counts"], header=True)
-        w = masks.image_wcs(header)
-        cx, cy = w.world_to_pixel_values(cluster.ra_deg, cluster.dec_deg)
-        prof = profiles.radial_profile(counts, center_xy=(float(cx), float(cy)), pixel_arcsec=pix_arcsec,
+        cx, cy = _centre(header)
+        prof = profiles.radial_profile(counts, center_xy=(cx, cy), pixel_arcsec=pix_arcsec,
                                        exposure=fits.getdata(cr["exposure"]), mask=fits.getdata(cr["mask"]) > 0,
                                        r_max_arcsec=proc.crop_radius_arcmin * 60.0, n_bins=proc.profile_bins)
         path = profiles.write_profile(folder / "profile.fits", prof)
