@@ -488,6 +488,10 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_outlines)
 
     # -- query layer (issue 4)
+    def _export_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--out", type=Path, help="also export to CSV, Parquet, FITS or VOTable (.xml)")
+        q.add_argument("--force", action="store_true", help="replace --out if it exists")
+
     def _cache_opts(q: argparse.ArgumentParser) -> None:
         q.add_argument("--refresh", action="store_true", help="fetch again even if cached")
         q.add_argument("--offline", action="store_true", help="answer from the cache only (no network)")
@@ -504,8 +508,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--maxrec", type=int, help="row limit (default services.maxrec)")
     q.add_argument("--async", dest="use_async", action="store_true", help="run as an async job (deleted after)")
     q.add_argument("--name", help="cache table name (default derived from the query)")
-    q.add_argument("--out", type=Path, help="also export to CSV, Parquet, FITS or VOTable (.xml)")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _export_opts(q)
     q.add_argument("--dry-run", action="store_true", help="print the URL and ADQL; send nothing")
     _cache_opts(q)
     q.set_defaults(func=_cmd_query_tap, parser=q)
@@ -517,8 +520,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--max-rows", type=int, help="stop after this many rows (marked truncated)")
     q.add_argument("--catalogue", choices=["csc21", "4xmm"], help="service from the configuration (default csc21)")
     q.add_argument("--url", help="TAP base URL (overrides --catalogue)")
-    q.add_argument("--out", type=Path, help="also export to CSV, Parquet, FITS or VOTable (.xml)")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _export_opts(q)
     q.add_argument("--dry-run", action="store_true", help="print the first page's ADQL; send nothing")
     _cache_opts(q)
     q.set_defaults(func=_cmd_query_table, parser=q)
@@ -531,8 +533,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--tap", action="store_true", help="ask the TAP service with ADQL instead of cone search")
     q.add_argument("--verbosity", type=int, default=2, choices=[1, 2, 3], help="SCS column set (default 2)")
     q.add_argument("--maxrec", type=int, help="row limit")
-    q.add_argument("--out", type=Path, help="also export to CSV, Parquet, FITS or VOTable (.xml)")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _export_opts(q)
     q.add_argument("--dry-run", action="store_true", help="print the request; send nothing")
     _cache_opts(q)
     q.set_defaults(func=_cmd_query_cone, parser=q)
