@@ -86,6 +86,10 @@ class ClusterSpec:
         Chandra ACIS observations covering it.
     z : float or None
         Redshift, when known.
+    r500_kpc : float or None
+        R500 from the user's sample table, when known.
+    tx_kev : float or None
+        Global temperature from the sample table (for an R500 scaling relation), when known.
     """
 
     name: str
@@ -93,6 +97,8 @@ class ClusterSpec:
     dec_deg: float
     obsids: tuple[int, ...]
     z: float | None = None
+    r500_kpc: float | None = None
+    tx_kev: float | None = None
 
 
 @dataclass
@@ -301,7 +307,7 @@ def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store, 
                                      "catalog": catalog_hash, **_params(config, "deflare")},
                                     _deflare)
             clean[obsid] = {"evt2": evt2, **fl}
-            result.outputs.setdefault("obs", {})[str(obsid)] = fl
+            result.outputs.setdefault("obs", {})[str(obsid)] = {"evt2": str(evt2), **fl}
             if ran or ran_fl:
                 result.ran.append(f"{item}")
         except XmineError as exc:
