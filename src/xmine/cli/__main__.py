@@ -1,0 +1,7 @@
+"""``python -m xmine.cli``."""
+
+import sys
+
+from xmine.cli import main
+
+sys.exit(main())
