@@ -6,8 +6,11 @@ Approximations
   a smooth curve with the low-energy loss of the contaminant and the
   high-energy fall-off of the mirrors, no edges. Used for ACIS-I and ACIS-S alike.
 * **Absorption.** Galactic ``N_H = 3×10²⁰ cm⁻²`` with σ(E) = 2.4×10⁻²² (E/keV)^−2.6 cm².
-* **Cluster (thermal-like).** Photon spectrum ``E^−0.4 exp(−E/kT_obs)`` with
-  ``kT_obs = kT / (1 + z)``, no lines.
+* **Cluster (thermal continuum).** The free-free continuum of
+  :func:`thermal_continuum`, ``g(E, kT) E⁻¹ exp(−E/kT_obs) / √kT_obs`` with the
+  Born-approximation Gaunt factor and ``kT_obs = kT / (1 + z)``: no emission lines
+  (no Fe-L, no Fe-K), no free-bound continuum. It is the very model that
+  :mod:`xmine.fit` fits without XSPEC, so a simulated temperature is recoverable.
 * **Point sources.** Power law ``E^−Γ``.
 * **Backgrounds.** Sky: a 0.2 keV thermal-like component plus a Γ = 1.4 power
   law (70/30 in counts), folded through the area. Particle and flare: flat in
@@ -32,10 +35,12 @@ __all__ = [
     "KEV_TO_ERG",
     "band_counts",
     "band_fraction",
+    "born_gaunt_factor",
     "effective_area_cm2",
     "energy_flux_per_rate",
     "photon_spectrum",
     "sample_energies",
+    "thermal_continuum",
 ]
 
 KEV_TO_ERG = 1.602176634e-9
@@ -55,6 +60,41 @@ def effective_area_cm2(energy_kev: FloatArray) -> FloatArray:
     return 420.0 * (1.0 - np.exp(-((e / 0.9) ** 3))) * np.exp(-((e / 7.0) ** 2))
 
 
+def born_gaunt_factor(energy_kev: FloatArray, kt_kev: float) -> FloatArray:
+    """Velocity-averaged free-free Gaunt factor in the Born approximation.
+
+    ``ḡ = (√3/π) exp(u/2) K₀(u/2)`` with ``u = E/kT`` (Rybicki & Lightman 1979,
+    *Radiative Processes in Astrophysics*, §5.3, eq. 5.19 averaged over a
+    Maxwellian; Karzas & Latter 1961 give the exact values it approaches). It holds
+    in the high-temperature limit ``γ² = Z² · 13.6 eV / kT ≪ 1`` (γ² ≈ 0.003 for
+    hydrogen at 5 keV) and ignores relativistic corrections (< a few per cent
+    below 10 keV for kT < 10 keV).
+    """
+    from scipy.special import k0e
+
+    u = np.asarray(energy_kev, dtype=np.float64) / float(kt_kev)
+    return np.asarray(np.sqrt(3.0) / np.pi * k0e(u / 2.0), dtype=np.float64)
+
+
+def thermal_continuum(energy_kev: FloatArray, kt_kev: float) -> FloatArray:
+    """Thermal bremsstrahlung photon spectrum per unit norm (photons cm⁻² s⁻¹ keV⁻¹).
+
+    ``N(E) = ḡ(E, kT) · kT^−1/2 · E⁻¹ · exp(−E/kT)``, the convention of XSPEC's
+    ``bremss`` (its norm is ``3.02×10⁻¹⁵ / (4πD²) ∫ nₑ nᵢ dV``), with the Gaunt
+    factor of :func:`born_gaunt_factor`. No lines, no free-bound emission.
+
+    Parameters
+    ----------
+    energy_kev : ndarray
+        Photon energies (keV), > 0.
+    kt_kev : float
+        Temperature (keV) in the frame of ``energy_kev``.
+    """
+    e = np.asarray(energy_kev, dtype=np.float64)
+    kt = float(kt_kev)
+    return born_gaunt_factor(e, kt) * np.exp(-e / kt) / (e * np.sqrt(kt))
+
+
 def photon_spectrum(kind: str, param: float, energy_kev: FloatArray = EGRID_KEV) -> FloatArray:
     """Unnormalised absorbed photon spectrum (photons / keV).
 
@@ -70,7 +110,7 @@ def photon_spectrum(kind: str, param: float, energy_kev: FloatArray = EGRID_KEV)
     e = np.asarray(energy_kev, dtype=np.float64)
     absorb = np.exp(-NH_CM2 * 2.4e-22 * e ** -2.6)
     if kind == "thermal":
-        n = e ** -0.4 * np.exp(-e / param)
+        n = thermal_continuum(e, param)
     elif kind == "powerlaw":
         n = e ** -param
     elif kind == "skybg":
