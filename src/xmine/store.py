@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 #: The schema version this xmine writes. A file with a newer version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version ``i`` to ``i + 1``; index 0 creates it.
 _MIGRATIONS: list[list[str]] = [
@@ -99,6 +100,53 @@ _MIGRATIONS: list[list[str]] = [
             truncated BOOLEAN NOT NULL,
             versions_json VARCHAR NOT NULL,
             expires_at TIMESTAMPTZ
+        )""",
+    ],
+    # 2: results of bulk runs (xmine.results writes them, one transaction per cluster)
+    [
+        """CREATE TABLE IF NOT EXISTS clusters (
+            run_id VARCHAR NOT NULL, cluster VARCHAR NOT NULL,
+            ra_deg DOUBLE, dec_deg DOUBLE, z DOUBLE, r500_kpc DOUBLE, r500_source VARCHAR, tx_kev DOUBLE,
+            obsids VARCHAR, n_obsids INTEGER, exposure_s DOUBLE, n_bins INTEGER,
+            status VARCHAR NOT NULL, reason VARCHAR, products_dir VARCHAR, seconds DOUBLE,
+            recorded_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (run_id, cluster)
+        )""",
+        """CREATE TABLE IF NOT EXISTS observations (
+            run_id VARCHAR NOT NULL, cluster VARCHAR NOT NULL, obsid BIGINT NOT NULL,
+            evt2 VARCHAR, exposure_s DOUBLE, clean_fraction DOUBLE, n_flares INTEGER, gti_file VARCHAR,
+            status VARCHAR NOT NULL, reason VARCHAR, provenance_json VARCHAR,
+            PRIMARY KEY (run_id, cluster, obsid)
+        )""",
+        """CREATE TABLE IF NOT EXISTS regions (
+            run_id VARCHAR NOT NULL, cluster VARCHAR NOT NULL, bin_id INTEGER NOT NULL,
+            n_pix BIGINT, area_arcsec2 DOUBLE, counts DOUBLE, bg_counts DOUBLE, net_counts DOUBLE, net_err DOUBLE,
+            sn DOUBLE, exposure_mean_s DOUBLE, rate_cps DOUBLE, sb_cps_arcsec2 DOUBLE, sb_cps_arcsec2_err DOUBLE,
+            sb_flux_cgs_arcsec2 DOUBLE, sb_flux_cgs_arcsec2_err DOUBLE,
+            soft_net DOUBLE, soft_err DOUBLE, hard_net DOUBLE, hard_err DOUBLE, hr DOUBLE, hr_err DOUBLE,
+            x_pix DOUBLE, y_pix DOUBLE, x_phys DOUBLE, y_phys DOUBLE, ra_deg DOUBLE, dec_deg DOUBLE,
+            r_arcmin DOUBLE, r_kpc DOUBLE, r_r500 DOUBLE, outline_fk5 VARCHAR, region_file VARCHAR,
+            PRIMARY KEY (run_id, cluster, bin_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS region_spectra (
+            run_id VARCHAR NOT NULL, cluster VARCHAR NOT NULL, bin_id INTEGER NOT NULL, obsid BIGINT NOT NULL,
+            pha_file VARCHAR, bkg_file VARCHAR, arf_file VARCHAR, rmf_file VARCHAR, counts DOUBLE,
+            bkg_counts DOUBLE, exposure_s DOUBLE, backscal DOUBLE, bkg_backscal DOUBLE,
+            PRIMARY KEY (run_id, cluster, bin_id, obsid)
+        )""",
+        """CREATE TABLE IF NOT EXISTS region_fits (
+            run_id VARCHAR NOT NULL, cluster VARCHAR NOT NULL, bin_id INTEGER NOT NULL, model VARCHAR,
+            kt_kev DOUBLE, kt_lo DOUBLE, kt_hi DOUBLE, norm DOUBLE, norm_lo DOUBLE, norm_hi DOUBLE,
+            nh_1e22 DOUBLE, stat VARCHAR, statistic DOUBLE, dof INTEGER, n_counts DOUBLE, note VARCHAR,
+            PRIMARY KEY (run_id, cluster, bin_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS profiles (
+            run_id VARCHAR NOT NULL, cluster VARCHAR NOT NULL, annulus INTEGER NOT NULL,
+            r_in_arcsec DOUBLE, r_out_arcsec DOUBLE, r_mean_arcsec DOUBLE, counts DOUBLE, bg_counts DOUBLE,
+            bg_err DOUBLE, area_pix DOUBLE, area_arcsec2 DOUBLE, net_counts DOUBLE, net_err_lo DOUBLE,
+            net_err_hi DOUBLE, sb_counts_arcsec2 DOUBLE, sb_err_lo DOUBLE, sb_err_hi DOUBLE, exposure_mean DOUBLE,
+            sb_cps_arcsec2 DOUBLE, sb_cps_err_lo DOUBLE, sb_cps_err_hi DOUBLE,
+            PRIMARY KEY (run_id, cluster, annulus)
         )""",
     ],
 ]
@@ -374,7 +422,28 @@ def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     con.execute("COMMIT")
 
 
-def open_store(path: str | os.PathLike[str], *, read_only: bool = False) -> Store:
+def _connect(p: Path, *, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Connect to the file, retrying for ``wait_s`` seconds while another process holds its lock."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(p), read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc).splitlines()[0]
+            if "lock" in text.lower():
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                msg = f"{p}: the store is in use by another xmine process ({text}); wait for it or use another file"
+            else:
+                msg = f"{p}: cannot open as a DuckDB store ({text}); check the path or move the file aside"
+            raise CacheError(msg) from exc
+        except duckdb.Error as exc:
+            msg = f"{p}: cannot open as a DuckDB store ({str(exc).splitlines()[0]})"
+            raise CacheError(msg) from exc
+
+
+def open_store(path: str | os.PathLike[str], *, read_only: bool = False, wait_s: float = 0.0) -> Store:
     """Open (and, for writers, create or migrate) the DuckDB store at ``path``.
 
     Parameters
@@ -383,6 +452,9 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False) -> Stor
         The ``.duckdb`` file.
     read_only : bool, optional
         Open for reading only; the file must exist and be of a known schema.
+    wait_s : float, optional
+        While another process holds the file (a bulk run records a cluster, a reader runs a query), retry for up
+        to this many seconds before giving up.
 
     Returns
     -------
@@ -400,18 +472,7 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False) -> Stor
         raise CacheError(msg)
     if not read_only:
         p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(p), read_only=read_only)
-    except duckdb.IOException as exc:
-        text = str(exc).splitlines()[0]
-        if "lock" in text.lower():
-            msg = f"{p}: the store is in use by another xmine process ({text}); wait for it or use another file"
-        else:
-            msg = f"{p}: cannot open as a DuckDB store ({text}); check the path or move the file aside"
-        raise CacheError(msg) from exc
-    except duckdb.Error as exc:
-        msg = f"{p}: cannot open as a DuckDB store ({str(exc).splitlines()[0]})"
-        raise CacheError(msg) from exc
+    con = _connect(p, read_only=read_only, wait_s=wait_s)
     try:
         if read_only:
             version = _read_version(con)
