@@ -187,11 +187,41 @@ class ProcessConfig(_Section):
     )
 
 
+class MeasureConfig(_Section):
+    """Per-region measurements of every contour bin (``xmine.measure``)."""
+
+    cosmology: str = Field(
+        "FlatLambdaCDM(H0=70, Om0=0.3)",
+        description="astropy realization name (e.g. Planck18) or FlatLambdaCDM(H0=.., Om0=..), for kpc and r500",
+    )
+    arf: Path | None = Field(None, description="ARF for surface brightness as energy flux (empty: count rates only)")
+
+
+class SpectraConfig(_Section):
+    """Per-region OGIP spectra from the events' PI column (``xmine.spectra``)."""
+
+    enabled: bool = Field(True, description="write a source and background spectrum per bin, per obsid and combined")
+    responses_dir: Path | None = Field(
+        None, description="folder of responses, <obsid>.arf and <obsid>.rmf (or *<obsid>*.arf/rmf); empty: none"
+    )
+
+
+class FitConfig(_Section):
+    """Spectral fits of the region spectra through sherpa (the ``fit`` extra)."""
+
+    enabled: bool = Field(False, description="fit every region's combined spectrum (needs responses)")
+    model: str = Field("auto", description="auto (xsapec when sherpa has XSPEC, else bremsstrahlung) | apec | brems")
+    nh_1e22: float | None = Field(None, ge=0, description="Galactic N_H in 1e22 cm^-2 (empty: HI4PI at the cluster)")
+    stat: Literal["cstat", "wstat", "chi2"] = Field("cstat", description="fit statistic")
+    emin_kev: float = Field(0.5, gt=0, description="lower end of the fitted band, keV")
+    emax_kev: float = Field(7.0, gt=0, description="upper end of the fitted band, keV")
+
+
 class ExecutorConfig(_Section):
     """How bulk runs are spread over processes or a Dask cluster."""
 
-    kind: Literal["serial", "processes", "dask"] = Field("serial", description="serial | processes | dask")
-    workers: int = Field(2, ge=1, description="worker processes for kind = processes")
+    kind: Literal["serial", "processes", "dask"] = Field("processes", description="serial | processes | dask")
+    workers: int = Field(2, ge=1, description="worker processes (processes, and a local Dask cluster)")
     dask_address: str = Field("", description="scheduler address for kind = dask; empty starts a local cluster")
 
 
@@ -204,6 +234,9 @@ class XmineConfig(_Section):
     events: EventsConfig = Field(default_factory=EventsConfig, description="event filtering")
     binning: BinningConfig = Field(default_factory=BinningConfig, description="contour binning")
     process: ProcessConfig = Field(default_factory=ProcessConfig, description="per-cluster pipeline")
+    measure: MeasureConfig = Field(default_factory=MeasureConfig, description="per-region measurements")
+    spectra: SpectraConfig = Field(default_factory=SpectraConfig, description="per-region spectra")
+    fit: FitConfig = Field(default_factory=FitConfig, description="spectral fits (sherpa)")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="bulk execution")
 
     def resolve(self, base: Path) -> XmineConfig:
@@ -347,7 +380,10 @@ def _section_text(model: BaseModel, prefix: str, *, commented: bool) -> list[str
             continue
         if field.description:
             lines.append(f"# {field.description}")
-        lines.append(f"{lead}{name} = {_toml_value(value)}")
+        if value is None:  # TOML has no null: an unset key stays commented out
+            lines.append(f"# {name} = (unset)")
+        else:
+            lines.append(f"{lead}{name} = {_toml_value(value)}")
     out: list[str] = []
     if lines:
         out.append(f"[{prefix}]")
