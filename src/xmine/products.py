@@ -350,6 +350,20 @@ def _check_gzip(path: Path) -> str | None:
     return None
 
 
+def _blocks(resp: requests.Response) -> Iterable[bytes]:
+    """Yield the body as it arrives; every byte received before a cut is yielded (kept for the resume)."""
+    raw = resp.raw
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # urllib3 < 2: whole chunks only
+        yield from resp.iter_content(8192)
+        return
+    try:
+        while block := read1(_CHUNK):
+            yield block
+    except Exception as exc:  # urllib3 errors become requests' so the retry rule sees a dropped connection
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+
+
 def _download(session: requests.Session, endpoint: str, params: Mapping[str, str], target: Path, what: str,
               retry: _Retrier, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     """Fetch into ``target.part`` with Range resume; return headers and whether it resumed."""
@@ -393,7 +407,7 @@ def _download(session: requests.Session, endpoint: str, params: Mapping[str, str
                     mode, have = "wb", 0
                 got = have
                 with part.open(mode) as fh:
-                    for block in resp.iter_content(_CHUNK):
+                    for block in _blocks(resp):
                         fh.write(block)
                         got += len(block)
                         if progress is not None:

@@ -1,7 +1,7 @@
 """A local stand-in for the CSC per-source product service (CIAO ``search_csc``'s csccli), on loopback.
 
 ``make_products`` writes per-source products made from xmine's simulator
-(power-law source folded through ``xmine.simulate.spectra.effective_area_cm2``
+(power-law source, or a bremsstrahlung continuum, folded through ``xmine.simulate.spectra.effective_area_cm2``
 with a Gaussian redistribution matrix, a flat background), named and laid out
 as the real ones: ``acisf{obsid:05d}_{obi:03d}N{ver:03d}_r{region:04d}_pha3.fits``
 with the background in a 2nd SPECTRUM extension (HDUCLAS2=BKG) and BACKFILE
@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 from astropy.io import fits
 
-from xmine.simulate.spectra import effective_area_cm2, photon_spectrum
+from xmine.simulate.spectra import effective_area_cm2, photon_spectrum, thermal_continuum
 
 CHANNEL_KEV = 0.0146  # ACIS PI channel width
 N_CHANNELS = 1024
@@ -59,6 +59,7 @@ class SimSource:
     region_id: int = 1
     instrument: str = "ACIS"
     gamma: float = 1.7
+    kt_kev: float | None = None  # a bremsstrahlung continuum (no absorption) instead of the power law
     src_counts: float = 4000.0
     bkg_counts: float = 3000.0  # in the background region
     bkg_area_ratio: float = 15.0  # background region area / source region area
@@ -149,7 +150,9 @@ def expected_channel_counts(src: SimSource) -> tuple[np.ndarray, np.ndarray]:
     """Expected source counts (in the source region) and background-region counts per channel."""
     emid, f_chan, n_chan, rows = _rmf_rows()
     de = np.diff(E_EDGES)
-    per_e = photon_spectrum("powerlaw", src.gamma, emid) * de * effective_area_cm2(emid) * 0.9
+    shape = (thermal_continuum(emid, src.kt_kev) if src.kt_kev is not None
+             else photon_spectrum("powerlaw", src.gamma, emid))
+    per_e = shape * de * effective_area_cm2(emid) * 0.9
     model = np.zeros(N_CHANNELS)
     for w, f, n, r in zip(per_e, f_chan, n_chan, rows, strict=True):
         model[f - 1:f - 1 + n] += w * r
