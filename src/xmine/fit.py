@@ -320,7 +320,7 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
             s.set_stat(chosen)
         s.notice_id(1, emin, emax)
         counts = np.asarray(data.get_dep(filter=True), dtype=float)
-        n_counts = int(round(float(counts.sum())))
+        n_counts = round(float(counts.sum()))
         if n_counts < 10:
             msg = f"{p}: {n_counts} counts in {emin}-{emax} keV; too few to fit a temperature"
             raise InputError(msg)

@@ -61,6 +61,7 @@ Approximations (what CIAO's ``specextract`` would do differently)
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -126,9 +127,12 @@ def _primary(creator: str) -> fits.PrimaryHDU:
     return p
 
 
-def _ogip_name(path: str | os.PathLike[str] | None) -> str:
-    """File name as OGIP keywords hold it: the bare name when given (files sit together), else 'none'."""
-    return "none" if path is None or str(path) == "" else Path(path).name
+def _ogip_name(path: str | os.PathLike[str] | None, folder: Path) -> str:
+    """File name as the keyword holds it: relative to the spectrum's folder (sherpa and XSPEC look there), or 'none'."""
+    if path is None or str(path) in ("", "none", "NONE"):
+        return "none"
+    q = Path(path)
+    return os.path.relpath(q, folder) if q.is_absolute() else str(q)
 
 
 def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: float, backscal: float,
@@ -153,7 +157,8 @@ def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: flo
     header_from : astropy.io.fits.Header, optional
         The event header whose TELESCOP, INSTRUME, DETNAM, OBS_ID, DATE-OBS, OBJECT and time keywords are copied.
     respfile, ancrfile, backfile : path-like, optional
-        The RMF, ARF and background spectrum, written by bare file name (keep them in the spectrum's folder).
+        The RMF, ARF and background spectrum. Absolute paths are written relative to the spectrum's
+        folder; relative ones are taken as relative to it already (sherpa and XSPEC resolve them there).
     gti : numpy.ndarray, optional
         ``(n, 2)`` START, STOP (s) of the clean time.
     background : bool
@@ -204,10 +209,12 @@ def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: flo
     h["AREASCAL"] = (float(areascal), "area scaling")
     h["BACKSCAL"] = (float(backscal), "area in sky pixels / 8192**2")
     h["CORRSCAL"] = (0.0, "no correction file")
-    h["BACKFILE"] = (_ogip_name(backfile), "background spectrum")
+    p = Path(path)
+    folder = p.resolve().parent
+    h["BACKFILE"] = (_ogip_name(backfile, folder), "background spectrum")
     h["CORRFILE"] = ("none", "correction spectrum")
-    h["RESPFILE"] = (_ogip_name(respfile), "redistribution matrix (RMF)")
-    h["ANCRFILE"] = (_ogip_name(ancrfile), "ancillary response (ARF)")
+    h["RESPFILE"] = (_ogip_name(respfile, folder), "redistribution matrix (RMF)")
+    h["ANCRFILE"] = (_ogip_name(ancrfile, folder), "ancillary response (ARF)")
     h["POISSERR"] = (True, "Poisson errors apply")
     h["SYS_ERR"] = (0.0, "no systematic error")
     h["GROUPING"] = (0, "no grouping")
@@ -215,7 +222,6 @@ def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: flo
     h["CREATOR"] = ("xmine.spectra", "tool that created this output")
     for key, value in (keywords or {}).items():
         h[key] = _clean_value(value)
-    p = Path(path)
     hdus = fits.HDUList([_primary("xmine.spectra"), hdu, _gti_hdu(gti, header_from)])
     with atomic_write(p) as tmp:
         hdus.writeto(tmp, checksum=True)
@@ -376,3 +382,350 @@ def read_rmf(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.n
     except OSError as exc:
         msg = f"{p}: cannot read the RMF ({exc})"
         raise InputError(msg) from exc
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def _physical_grid(header: fits.Header, source: str) -> tuple[float, float, float]:
+    """Return (xmin, ymin, binsize): sky-pixel edges of the first pixel and sky pixels per image pixel."""
+    try:
+        ltm1, ltm2 = float(header["LTM1_1"]), float(header["LTM2_2"])
+        ltv1, ltv2 = float(header["LTV1"]), float(header["LTV2"])
+    except KeyError as exc:
+        msg = f"{source}: no physical keyword {exc.args[0]}; give the pipeline's bin map / merged image (LTM/LTV)"
+        raise InputError(msg) from exc
+    if not math.isclose(ltm1, ltm2):
+        msg = f"{source}: unequal x/y binning (LTM1_1 = {ltm1}, LTM2_2 = {ltm2}); bin maps have square pixels"
+        raise InputError(msg)
+    return (0.5 - ltv1) / ltm1, (0.5 - ltv2) / ltm2, 1.0 / ltm1
+
+
+def _pixel_index(x: np.ndarray, y: np.ndarray, grid: tuple[float, float, float], shape: tuple[int, ...]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0-based (iy, ix) and in-grid flag of sky positions, as :func:`xmine.images.make_counts_image` bins."""
+    xmin, ymin, b = grid
+    ix = np.floor((np.asarray(x, np.float64) - xmin) / b).astype(np.int64)
+    iy = np.floor((np.asarray(y, np.float64) - ymin) / b).astype(np.int64)
+    ok = (ix >= 0) & (ix < shape[1]) & (iy >= 0) & (iy < shape[0])
+    return np.where(ok, iy, 0), np.where(ok, ix, 0), ok
+
+
+def _read_gti_file(path: str | os.PathLike[str]) -> np.ndarray | dict[int, np.ndarray]:
+    """GTIs of a CIAO/xmine GTI file: one list, or one per CCD when the extensions carry CCD_ID."""
+    p = Path(path)
+    try:
+        with fits.open(p) as hdus:
+            tables = [h for h in hdus[1:] if isinstance(h, fits.BinTableHDU) and "START" in h.columns.names]
+            per_ccd: dict[int, np.ndarray] = {}
+            for h in tables:
+                g = np.column_stack([h.data["START"], h.data["STOP"]]).astype(float)
+                per_ccd[int(h.header.get("CCD_ID", -1))] = g
+    except (OSError, KeyError) as exc:
+        msg = f"{p}: cannot read GTIs ({exc}); give the deflare step's GTI file"
+        raise InputError(msg) from exc
+    if not per_ccd:
+        msg = f"{p}: no GTI table"
+        raise InputError(msg)
+    return per_ccd[-1] if list(per_ccd) == [-1] else per_ccd
+
+
+def _largest_gti(gtis: Mapping[int, np.ndarray]) -> np.ndarray | None:
+    """Return the GTIs of the CCD with the most good time (the one EXPOSURE is computed from)."""
+    if not gtis:
+        return None
+    return max(gtis.values(), key=lambda g: float(np.sum(g[:, 1] - g[:, 0])) if len(g) else 0.0)
+
+
+def _check_frame(frame: Any, header: fits.Header, grid: tuple[float, float, float], source: str) -> None:
+    """Check that an image's sky WCS and its physical keywords agree with the merged frame (< 0.05 pixel)."""
+    from xmine.images import celestial_wcs
+
+    w = celestial_wcs(header, source=source)
+    ny, nx = int(header.get("NAXIS2", 1)), int(header.get("NAXIS1", 1))
+    px, py = np.array([0.0, nx - 1.0]), np.array([0.0, ny - 1.0])
+    ra, dec = w.all_pix2world(px, py, 0)
+    sx, sy = frame.all_world2pix(ra, dec, 1)
+    xmin, ymin, b = grid
+    ex, ey = xmin + (px + 0.5) * b, ymin + (py + 0.5) * b
+    err = float(np.max(np.hypot(sx - ex, sy - ey)))
+    if err > 0.05 * b:
+        msg = (f"{source}: its sky WCS and physical keywords disagree with the merged frame at RA/Dec "
+               f"{frame.wcs.crval[0]:.5f}, {frame.wcs.crval[1]:.5f} by {err:.2f} sky pixels; give images "
+               "from the same pipeline run")
+        raise InputError(msg)
+
+
+def _response_for(responses: Mapping[Any, Any] | None, bin_id: int, obsid: int) -> tuple[str, str] | None:
+    if not responses:
+        return None
+    got = responses.get((bin_id, obsid), responses.get(obsid, responses.get(str(obsid))))
+    if got is None:
+        return None
+    if isinstance(got, Mapping):
+        arf, rmf = got.get("arf"), got.get("rmf")
+    else:
+        arf, rmf = got
+    return str(Path(arf).resolve()) if arf else "", str(Path(rmf).resolve()) if rmf else ""
+
+
+def _combined_background_backscal(s_comb: float, t_comb: float, tb_comb: float, parts: Sequence[tuple[int, float,
+                                  float, float, float]]) -> float:
+    """BACKSCAL of the summed background preserving the background subtracted (see the module docstring).
+
+    ``parts``: per obsid ``(B_i, s_i, t_i, b_i, t'_i)``.
+    """
+    total_b = sum(p[0] for p in parts)
+    expected = sum(bi * si * ti / (b * tbi) for bi, si, ti, b, tbi in parts if b > 0 and tbi > 0)
+    if total_b > 0 and expected > 0:
+        return s_comb * t_comb * total_b / (tb_comb * expected)
+    # no background counts at all: the exposure-weighted mean (combine_spectra's time weighting)
+    return sum(b * tbi for _, _, _, b, tbi in parts) / max(tb_comb, 1e-300)
+
+
+def _combine_responses(paths: Sequence[tuple[str, str]], weights: Sequence[float], out: Path, stem: str
+                       ) -> tuple[str, str]:
+    """Exposure-weighted ARF and area-weighted RMF of several obsids (identical files are reused)."""
+    arfs = sorted({a for a, _ in paths})
+    rmfs = sorted({r for _, r in paths})
+    if len(arfs) == 1 and len(rmfs) == 1:
+        return arfs[0], rmfs[0]
+    w = np.asarray(weights, dtype=float) / float(np.sum(weights))
+    loaded = [read_arf(a) for a, _ in paths]
+    lo, hi = loaded[0][0], loaded[0][1]
+    if any(len(x[0]) != len(lo) or not np.allclose(x[0], lo) for x in loaded):
+        msg = f"{stem}: the obsids' ARFs have different energy grids; make them on one grid to combine"
+        raise InputError(msg)
+    areas = np.array([x[2] for x in loaded])
+    arf = np.sum(w[:, None] * areas, axis=0)
+    arf_path = write_arf(out / f"{stem}.arf", lo, hi, arf, keywords={"RESPSRC": "xmine combined"})
+    if len(rmfs) == 1:
+        return str(arf_path), rmfs[0]
+    mats = [read_rmf(r) for _, r in paths]
+    if any(m[2].shape != mats[0][2].shape for m in mats):
+        msg = f"{stem}: the obsids' RMFs have different grids; make them on one grid to combine"
+        raise InputError(msg)
+    weight_e = w[:, None] * areas  # t_i A_i(E)
+    norm = np.where(weight_e.sum(axis=0) > 0, weight_e.sum(axis=0), 1.0)
+    matrix = sum(weight_e[i][:, None] * mats[i][2] for i in range(len(mats))) / norm[:, None]
+    rmf_path = write_rmf(out / f"{stem}.rmf", mats[0][0], mats[0][1], matrix, mats[0][3], mats[0][4],
+                         first_channel=mats[0][5], keywords={"RESPSRC": "xmine combined"})
+    return str(arf_path), str(rmf_path)
+
+
+def extract_region_spectra(binmap_path: str | os.PathLike[str], observations: Mapping[Any, Mapping[str, Any]], *,
+                           out_dir: str | os.PathLike[str], bg_mask: np.ndarray, bg_header: fits.Header,
+                           grades: tuple[int, ...] | None = (0, 2, 3, 4, 6), status_zero: bool = True,
+                           responses: Mapping[Any, Any] | None = None) -> Table:
+    """Write the PI spectrum of every contour bin per obsid and combined, with backgrounds; return their table.
+
+    Parameters
+    ----------
+    binmap_path : path-like
+        Bin map FITS (contbin's, on the cropped merged grid, bins ≥ 0, −1 unbinned), with sky WCS and
+        CIAO physical ``LTM``/``LTV`` keywords.
+    observations : mapping
+        obsid → ``{"evt2": path, "gti": path}`` (``ClusterResult.outputs["obs"]``).
+    out_dir : path-like
+        Where ``obs<obsid>/bin<id>.pi``, ``obs<obsid>/bkg.pi`` and ``combined/bin<id>.pi`` (+ ``_bkg.pi``,
+        combined responses) are written.
+    bg_mask : numpy.ndarray
+        Background pixels (True/1) on the merged grid: the annulus beyond ``bg_inner_arcmin``, point sources
+        masked.
+    bg_header : astropy.io.fits.Header
+        Header of the merged grid (sky WCS + physical keywords), e.g. the merged counts image's.
+    grades, status_zero
+        Event cuts (the pipeline's ``[events]``); no energy cut.
+    responses : mapping, optional
+        obsid (or ``(bin_id, obsid)``) → ``(arf, rmf)`` or ``{"arf": …, "rmf": …}``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per (bin_id, obsid) with exposed area, and ``obsid = 0`` for each bin's combined spectrum;
+        columns :data:`SPECTRA_COLUMNS` (file paths absolute, ``""`` when absent).
+    """
+    from xmine.events import filter_events, read_events
+    from xmine.exposure import make_exposure_map
+    from xmine.gti import apply_gti
+    from xmine.images import merged_frame, reproject_events
+
+    bpath = Path(binmap_path)
+    try:
+        binmap, bh = fits.getdata(bpath, header=True)
+    except OSError as exc:
+        msg = f"{bpath}: cannot read the bin map ({exc})"
+        raise InputError(msg) from exc
+    binmap = np.asarray(binmap, dtype=np.int64)
+    grid = _physical_grid(bh, str(bpath))
+    mask = np.asarray(bg_mask) > 0
+    bgrid = _physical_grid(bg_header, "background grid")
+    if not math.isclose(grid[2], bgrid[2]):
+        msg = f"{bpath}: binning {grid[2]} differs from the merged grid's {bgrid[2]}; give the same run's files"
+        raise InputError(msg)
+    off_x, off_y = round((grid[0] - bgrid[0]) / grid[2]), round((grid[1] - bgrid[1]) / grid[2])
+    ra0, dec0 = float(bh["CRVAL1"]), float(bh["CRVAL2"])
+    n_bins = int(binmap.max()) + 1 if (binmap >= 0).any() else 0
+    if n_bins == 0:
+        msg = f"{bpath}: no bins (every pixel is -1); nothing to extract"
+        raise InputError(msg)
+    if not observations:
+        msg = "extract_region_spectra: no observations given"
+        raise InputError(msg)
+    out = Path(out_dir)
+    pix_area = grid[2] ** 2 / BACKSCAL_NORM_PIX ** 2
+    flat = binmap.ravel()
+    binned = flat >= 0
+    rows: list[dict[str, Any]] = []
+    per_obs: dict[int, dict[str, Any]] = {}
+    for key, obs in observations.items():
+        obsid = int(key)
+        ev = read_events(obs["evt2"])
+        ev = filter_events(ev, emin_kev=None, emax_kev=None, grades=grades, status_zero=status_zero)
+        gti = _read_gti_file(obs["gti"])
+        ev = apply_gti(ev, gti)
+        exposure = float(ev.header["EXPOSURE"])
+        frame = merged_frame(ra0, dec0, like=ev)
+        if not per_obs:
+            _check_frame(frame, bh, grid, str(bpath))
+            _check_frame(frame, bg_header, bgrid, "merged grid")
+        moved = reproject_events(ev, frame)
+        pi = np.clip(np.asarray(moved["pi"], dtype=np.int64), 1, _N_PI)
+        iy, ix, ok = _pixel_index(moved["x"], moved["y"], grid, binmap.shape)
+        bid = np.where(ok, binmap[iy, ix], -1)
+        sel = bid >= 0
+        hist = np.bincount(bid[sel] * _N_PI + pi[sel] - 1, minlength=n_bins * _N_PI).reshape(n_bins, _N_PI)
+        jy, jx, okb = _pixel_index(moved["x"], moved["y"], bgrid, mask.shape)
+        in_bg = okb & mask[jy, jx]
+        bg_hist = np.bincount(pi[in_bg] - 1, minlength=_N_PI)
+        emap = make_exposure_map(ev, bg_header, mask.shape, gti=gti)
+        share = np.clip(np.asarray(emap.data, dtype=np.float64) / exposure, 0.0, 1.0)
+        crop_share = np.zeros(binmap.shape)
+        ys0, xs0 = max(off_y, 0), max(off_x, 0)
+        ys1, xs1 = min(off_y + binmap.shape[0], mask.shape[0]), min(off_x + binmap.shape[1], mask.shape[1])
+        if ys1 > ys0 and xs1 > xs0:
+            crop_share[ys0 - off_y:ys1 - off_y, xs0 - off_x:xs1 - off_x] = share[ys0:ys1, xs0:xs1]
+        backscal = np.bincount(flat[binned], weights=crop_share.ravel()[binned], minlength=n_bins) * pix_area
+        bkg_backscal = float(share[mask].sum()) * pix_area
+        folder = out / f"obs{obsid}"
+        gti_rows = _largest_gti(ev.gti)
+        bkg_path = None
+        if bkg_backscal > 0:
+            bkg_path = write_pha(folder / "bkg.pi", bg_hist, exposure=exposure, backscal=bkg_backscal,
+                                 header_from=ev.header, gti=gti_rows, background=True,
+                                 keywords={"BKGREGN": "local annulus, point sources masked"})
+        per_obs[obsid] = {"exposure": exposure, "bkg_counts": int(bg_hist.sum()), "bkg_backscal": bkg_backscal,
+                          "bkg_hist": bg_hist, "header": ev.header, "gti": gti_rows}
+        for b in range(n_bins):
+            if not backscal[b] > 0:
+                continue  # the bin was not exposed by this obsid
+            resp = _response_for(responses, b, obsid)
+            pha = write_pha(folder / f"bin{b:04d}.pi", hist[b], exposure=exposure, backscal=float(backscal[b]),
+                            header_from=ev.header, gti=gti_rows, respfile=resp[1] if resp else None,
+                            ancrfile=resp[0] if resp else None, backfile=bkg_path,
+                            keywords={"BIN_ID": b, "RA_OBJ": ra0, "DEC_OBJ": dec0})
+            rows.append({"bin_id": b, "obsid": obsid, "pha_file": str(pha.resolve()),
+                         "bkg_file": str(bkg_path.resolve()) if bkg_path else "",
+                         "arf_file": resp[0] if resp else "", "rmf_file": resp[1] if resp else "",
+                         "counts": int(hist[b].sum()), "bkg_counts": per_obs[obsid]["bkg_counts"],
+                         "exposure_s": exposure, "backscal": float(backscal[b]),
+                         "bkg_backscal": bkg_backscal, "_hist": hist[b]})
+    rows += _combined_rows(rows, per_obs, out / "combined", ra0=ra0, dec0=dec0)
+    table = Table(rows=[[r[c] for c in SPECTRA_COLUMNS] for r in rows], names=SPECTRA_COLUMNS,
+                  dtype=[np.int64, np.int64, str, str, str, str, np.int64, np.int64, float, float, float])
+    table["exposure_s"].unit = "s"
+    table.sort(["bin_id", "obsid"])
+    return table
+
+
+def _combined_rows(rows: list[dict[str, Any]], per_obs: Mapping[int, Mapping[str, Any]], folder: Path, *,
+                   ra0: float, dec0: float) -> list[dict[str, Any]]:
+    """Write the combined spectrum of each bin over its obsids (obsid = 0); formulas in the module docstring."""
+    out: list[dict[str, Any]] = []
+    by_bin: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_bin.setdefault(int(r["bin_id"]), []).append(r)
+    for b, parts in sorted(by_bin.items()):
+        counts = np.sum([p["_hist"] for p in parts], axis=0)
+        t = float(sum(p["exposure_s"] for p in parts))
+        s = float(sum(p["backscal"] * p["exposure_s"] for p in parts)) / t
+        with_bkg = [p for p in parts if p["bkg_file"]]
+        bkg_path = None
+        bkg_counts, bkg_backscal = 0, 0.0
+        if with_bkg and len(with_bkg) == len(parts):
+            bkg_hist = np.sum([per_obs[p["obsid"]]["bkg_hist"] for p in parts], axis=0)
+            tb = t  # each background has its obsid's exposure
+            bkg_backscal = _combined_background_backscal(
+                s, t, tb, [(per_obs[p["obsid"]]["bkg_counts"], p["backscal"], p["exposure_s"], p["bkg_backscal"],
+                            p["exposure_s"]) for p in parts])
+            bkg_counts = int(bkg_hist.sum())
+            bkg_path = write_pha(folder / f"bin{b:04d}_bkg.pi", bkg_hist, exposure=tb, backscal=bkg_backscal,
+                                 header_from=_combined_header(parts, per_obs), background=True,
+                                 keywords={"NOBS": len(parts)})
+        resp = None
+        if all(p["arf_file"] and p["rmf_file"] for p in parts):
+            resp = _combine_responses([(p["arf_file"], p["rmf_file"]) for p in parts],
+                                      [p["exposure_s"] for p in parts], folder, f"bin{b:04d}")
+        keys = {"BIN_ID": b, "RA_OBJ": ra0, "DEC_OBJ": dec0, "NOBS": len(parts)}
+        for k, p in enumerate(parts, start=1):
+            keys[f"OBSID{k:03d}"] = int(p["obsid"])
+        pha = write_pha(folder / f"bin{b:04d}.pi", counts, exposure=t, backscal=s,
+                        header_from=_combined_header(parts, per_obs), respfile=resp[1] if resp else None,
+                        ancrfile=resp[0] if resp else None, backfile=bkg_path, keywords=keys)
+        out.append({"bin_id": b, "obsid": 0, "pha_file": str(pha.resolve()),
+                    "bkg_file": str(bkg_path.resolve()) if bkg_path else "",
+                    "arf_file": str(Path(resp[0]).resolve()) if resp else "",
+                    "rmf_file": str(Path(resp[1]).resolve()) if resp else "", "counts": int(counts.sum()),
+                    "bkg_counts": bkg_counts, "exposure_s": t, "backscal": s, "bkg_backscal": bkg_backscal})
+    return out
+
+
+def _combined_header(parts: Sequence[Mapping[str, Any]], per_obs: Mapping[int, Mapping[str, Any]]) -> fits.Header:
+    h = fits.Header()
+    first = per_obs[int(parts[0]["obsid"])]["header"]
+    for key in ("TELESCOP", "INSTRUME", "OBJECT", "MJDREF", "TIMESYS", "TIMEUNIT", "EQUINOX"):
+        if key in first:
+            h[key] = first[key]
+    h["OBS_ID"] = "MERGED" if len(parts) > 1 else first.get("OBS_ID", "")
+    h["DATE-OBS"] = min(str(per_obs[int(p["obsid"])]["header"].get("DATE-OBS", "")) for p in parts)
+    return h
+
+
+def extract_cluster_spectra(outputs: Mapping[str, Any], cluster: Any, *, config: Any,
+                            out_dir: str | os.PathLike[str], responses: Mapping[Any, Any] | None = None) -> Table:
+    """Region spectra of one processed cluster from :class:`xmine.pipeline.ClusterResult` outputs.
+
+    The background region is the pipeline's: an annulus beyond ``process.bg_inner_arcmin`` around the
+    cluster on the merged grid, point sources masked (``outputs["masks"]["mask"]``).
+
+    Parameters
+    ----------
+    outputs : mapping
+        ``ClusterResult.outputs`` (``obs``, ``merge``, ``masks``, ``contbin``).
+    cluster : xmine.pipeline.ClusterSpec
+        Its ``ra_deg``/``dec_deg`` centre the background annulus.
+    config : xmine.config.XmineConfig
+        ``events.grades``, ``events.status_zero``, ``process.bg_inner_arcmin`` are used.
+    out_dir : path-like
+    responses : mapping, optional
+        See :func:`extract_region_spectra`.
+    """
+    from xmine.masks import image_wcs
+
+    try:
+        binmap = outputs["contbin"]["binmap"]
+        merged = outputs["merge"]["broad"]
+        point_mask = outputs["masks"]["mask"]
+        observations = outputs["obs"]
+    except KeyError as exc:
+        msg = f"{getattr(cluster, 'name', 'cluster')}: pipeline outputs lack {exc.args[0]}; run process first"
+        raise InputError(msg) from exc
+    header = fits.getheader(merged)
+    keep = np.asarray(fits.getdata(point_mask)) > 0
+    x, y = image_wcs(header).world_to_pixel_values(float(cluster.ra_deg), float(cluster.dec_deg))
+    pix_arcsec = float(np.sqrt(abs(np.linalg.det(image_wcs(header).pixel_scale_matrix)))) * 3600.0
+    yy, xx = np.mgrid[0:keep.shape[0], 0:keep.shape[1]]
+    annulus = np.hypot(xx - float(x), yy - float(y)) >= config.process.bg_inner_arcmin * 60.0 / pix_arcsec
+    return extract_region_spectra(binmap, observations, out_dir=out_dir, bg_mask=annulus & keep, bg_header=header,
+                                  grades=tuple(config.events.grades), status_zero=config.events.status_zero,
+                                  responses=responses)
