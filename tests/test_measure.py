@@ -116,7 +116,7 @@ def test_hardness_of_a_known_temperature(image):
     truth = (h - s) / (h + s)
     pull = (t["hr"] - truth) / t["hr_err"]
     assert abs(np.mean(pull)) < 3 / math.sqrt(len(pull))
-    assert np.std(pull) < 1.05
+    assert 0.7 < np.std(pull) < 1.05  # first-order propagation of Gehrels upper errors: conservative, not loose
     total = (t["hard_net"].sum() - t["soft_net"].sum()) / (t["hard_net"].sum() + t["soft_net"].sum())
     assert total == pytest.approx(truth, abs=0.02)
     assert t.meta["soft_band_kev"] == [0.5, 2.0]

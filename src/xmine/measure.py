@@ -263,7 +263,7 @@ def cluster_scales(z: float | None, r500_kpc: float | None = None, tx_kev: float
     ClusterScales
     """
     cosmo = parse_cosmology(cosmology)
-    zz = float(z) if _finite(z) else None
+    zz = float(z) if z is not None and _finite(z) else None
     if zz is not None and zz < 0:
         msg = f"z = {zz}: a redshift must be ≥ 0"
         raise InputError(msg)
@@ -561,13 +561,14 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
     scales = proj_plane_pixel_scales(wcs)[:2] * 3600.0
     pix_area = float(abs(scales[0] * scales[1]))
     area = n_pix * pix_area
-    yy, xx = np.indices(shape, dtype=np.float64)
+    grid: np.ndarray = np.indices(shape, dtype=np.float64)
+    yy, xx = grid[0], grid[1]
     cx = sums(xx * c_img)
     cy = sums(yy * c_img)
     with np.errstate(divide="ignore", invalid="ignore"):
         x0 = np.where(C > 0, cx / C, sums(xx) / n_pix)
         y0 = np.where(C > 0, cy / C, sums(yy) / n_pix)
-    del xx, yy
+    del grid, xx, yy
     ra, dec = wcs.pixel_to_world_values(x0, y0)
     ra = np.asarray(ra, dtype=float) % 360.0
     dec = np.asarray(dec, dtype=float)
@@ -789,7 +790,8 @@ def measure_cluster(outputs: Mapping[str, Any], cluster: Any, *, cosmology: Any 
         r_in_pix = _annulus_r_in(bh, Path(outputs["background"]["background"]))
         w = images.celestial_wcs(merged_header, source=str(merged_counts_path))
         if bg_inner_arcmin is not None or r_in_pix is None:
-            inner = bg_inner_arcmin if bg_inner_arcmin is not None else ProcessConfig().bg_inner_arcmin
+            inner = (bg_inner_arcmin if bg_inner_arcmin is not None
+                     else float(ProcessConfig.model_fields["bg_inner_arcmin"].default))
             from astropy.wcs.utils import proj_plane_pixel_scales
 
             r_in_pix = inner * 60.0 / float(np.mean(proj_plane_pixel_scales(w)[:2]) * 3600.0)
