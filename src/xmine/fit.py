@@ -295,18 +295,27 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
         nh_1e22 = galactic_nh(*pos)
     z = float(redshift or 0.0)
     s = session_class()
-    notes: list[str] = []
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sherpa's notes on channel/energy conversions
-        warnings.simplefilter("ignore", RuntimeWarning)
         try:
             s.load_pha(1, str(p), use_errors=False)
         except Exception as exc:  # sherpa raises IOErr, DataErr, OSError, ... for unreadable sets
             msg = f"{p}: sherpa cannot load the spectrum ({str(exc).splitlines()[0]}); check RESPFILE/ANCRFILE/BACKFILE"
             raise InputError(msg) from exc
+    return _fit_dataset(s, p.name, nh_1e22=nh_1e22, z=z, model=name, emin=emin, emax=emax, stat=stat,
+                        kt_start_kev=kt_start_kev, errors=errors, abundance=abundance)
+
+
+def _fit_dataset(s: Any, label: str, *, nh_1e22: float, z: float, model: str, emin: float, emax: float, stat: str,
+                 kt_start_kev: float, errors: bool, abundance: float) -> FitResult:
+    """Fit data set 1 of a sherpa session (loaded with its responses); see :func:`fit_spectrum`."""
+    notes: list[str] = []
+    with _quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         data = s.get_data(1)
         if data.get_response()[1] is None:
-            msg = f"{p}: no RMF (RESPFILE is none); give responses to the extraction"
+            msg = f"{label}: no RMF (RESPFILE is none); give responses to the extraction"
             raise InputError(msg)
         has_bkg = len(data.background_ids) > 0
         chosen = ("wstat" if has_bkg else "cstat") if stat == "auto" else stat
@@ -319,20 +328,22 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
         else:
             s.set_stat(chosen)
         s.notice_id(1, emin, emax)
-        counts = np.asarray(data.get_dep(filter=True), dtype=float)
-        n_counts = round(float(counts.sum()))
+        n_counts = round(float(np.sum(data.get_dep(filter=True))))
         if n_counts < 10:
-            msg = f"{p}: {n_counts} counts in {emin}-{emax} keV; too few to fit a temperature"
+            msg = f"{label}: {n_counts} counts in {emin}-{emax} keV; too few to fit a temperature"
             raise InputError(msg)
-        kt, norm = _set_model(s, name, nh_1e22=nh_1e22, z=z, abundance=abundance, kt_start=kt_start_kev)
-        s.set_method("levmar" if chosen == "chi2" else "neldermead")
+        kt, norm = _set_model(s, model, nh_1e22=nh_1e22, z=z, abundance=abundance, kt_start=kt_start_kev)
         try:
+            # Levenberg-Marquardt from a norm matched to the counts converges in ~15 evaluations to the
+            # simplex's optimum; the simplex is the fallback when it fails or stops at a bound
+            s.set_method("levmar")
             s.fit(1)
-            if chosen != "chi2":
-                s.set_method("levmar")  # polish from the simplex optimum (faster and tighter than simplex alone)
+            if not s.get_fit_results().succeeded or kt.val in (kt.min, kt.max):
+                kt.val, norm.val = kt_start_kev, norm.val if norm.val > 0 else 1.0
+                s.set_method("neldermead")
                 s.fit(1)
         except Exception as exc:  # sherpa FitErr etc.
-            msg = f"{p}: the fit failed ({str(exc).splitlines()[0]})"
+            msg = f"{label}: the fit failed ({str(exc).splitlines()[0]})"
             raise InputError(msg) from exc
         fr = s.get_fit_results()
         kt_lo = kt_hi = norm_lo = norm_hi = math.nan
@@ -355,13 +366,13 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
                 notes.append(f"no errors: {str(exc).splitlines()[0]}")
     result = FitResult(kt_kev=float(kt.val), kt_lo=float(kt_lo), kt_hi=float(kt_hi), norm=float(norm.val),
                        norm_lo=float(norm_lo), norm_hi=float(norm_hi), nh_1e22=float(nh_1e22), stat=chosen,
-                       statistic=float(fr.statval), dof=int(fr.dof), n_counts=n_counts, model=name, redshift=z,
+                       statistic=float(fr.statval), dof=int(fr.dof), n_counts=n_counts, model=model, redshift=z,
                        warnings=notes)
-    if name == "bremss" and result.kt_kev < FE_L_BIAS_KEV:
-        text = (f"{p.name}: kT = {result.kt_kev:.2f} keV fitted with a line-free continuum; below "
+    if model == "bremss" and result.kt_kev < FE_L_BIAS_KEV:
+        text = (f"{label}: kT = {result.kt_kev:.2f} keV fitted with a line-free continuum; below "
                 f"{FE_L_BIAS_KEV:g} keV the missing Fe-L lines bias kT low (use sherpa with XSPEC for xsapec)")
         result.warnings.append(text)
-        warnings.warn(text, ContinuumTemperatureWarning, stacklevel=2)
+        warnings.warn(text, ContinuumTemperatureWarning, stacklevel=3)
     return result
 
 
