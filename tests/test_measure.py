@@ -149,6 +149,27 @@ def test_flux_columns(image):
     assert "bremsstrahlung kT = 5 keV" in t.meta["flux"]
 
 
+def test_flux_from_an_area_weighted_exposure_map(image):
+    """A cm2 s map of a flat 400 cm2 ARF gives the flux of the ARF route (and no count rates)."""
+    sim, bgexp, binmap = image
+    e = spectra.EGRID_KEV
+    flat = (e[:-1], e[1:], np.full(e.size - 1, 400.0))
+    by_arf = _measure(sim, bgexp, binmap, arf=flat)
+    expected, ratio = measure.contbin_background(sim.background, expmap=sim.expmap, bgexpmap=bgexp)
+    by_map = measure.measure_regions(binmap, sim.header, counts=sim.counts, exposure=sim.expmap * 400.0,
+                                     exposure_unit="cm**2 s", background=expected, background_ratio=ratio,
+                                     centre_radec=(150.0, 2.2))
+    np.testing.assert_allclose(by_map["sb_flux_cgs_arcsec2"], by_arf["sb_flux_cgs_arcsec2"], rtol=1e-3)
+    np.testing.assert_allclose(by_map["sb_flux_cgs_arcsec2_err"], by_arf["sb_flux_cgs_arcsec2_err"], rtol=1e-3)
+    assert np.all(np.isnan(by_map["rate_cps"]))
+    with pytest.raises(InputError, match="already holds the effective area"):
+        measure.measure_regions(binmap, sim.header, counts=sim.counts, exposure=sim.expmap, exposure_unit="cm2 s",
+                                arf=flat, centre_radec=(150.0, 2.2))
+    with pytest.raises(InputError, match="exposure_unit"):
+        measure.measure_regions(binmap, sim.header, counts=sim.counts, exposure=sim.expmap, exposure_unit="ks",
+                                centre_radec=(150.0, 2.2))
+
+
 def test_cosmologies():
     from astropy.cosmology import Planck18
 
@@ -238,11 +259,12 @@ def processed(tmp_path_factory):
     with open_store(config.project.store) as store:
         run_id = store.start_run("process", {}, run_id="m1")
         result = process_cluster(spec, config=config, store=store, run_id=run_id, catalog=catalog)
-    return spec, c, result
+    return spec, c, result, config, catalog
 
 
+@pytest.mark.slow
 def test_measure_cluster_end_to_end(processed):
-    spec, truth_row, result = processed
+    spec, truth_row, result, _, _ = processed
     t = measure.measure_cluster(result.outputs, spec)
     assert t.colnames == list(measure.COLUMNS)
     for name, unit in measure.COLUMNS.items():
@@ -275,8 +297,26 @@ def test_measure_cluster_end_to_end(processed):
     assert "band backgrounds: local annulus" in t.meta["background"]
 
 
+@pytest.mark.slow
+def test_measure_cluster_without_background(processed):
+    spec, _, _, config, catalog = processed
+    config = load_config(environ={}, overrides={**config.model_dump(mode="json"),
+                                                 "process": {**config.process.model_dump(mode="json"),
+                                                             "background": "none"}})
+    with open_store(config.project.store) as store:
+        result = process_cluster(spec, config=config, store=store, run_id="m2", catalog=catalog)
+    t = measure.measure_cluster(result.outputs, spec)
+    assert len(t) == result.n_bins
+    assert np.all(t["bg_counts"] == 0)
+    np.testing.assert_array_equal(t["net_counts"], t["counts"])
+    bins = Table.read(result.outputs["contbin"]["bins"])
+    np.testing.assert_allclose(t["sn"], bins["sn"], rtol=1e-9)
+    assert t.meta["background"] == "none"
+
+
+@pytest.mark.slow
 def test_measure_cluster_bad_outputs(processed, tmp_path):
-    spec, _, result = processed
+    spec, _, result, _, _ = processed
     broken = {k: dict(v) if isinstance(v, dict) else v for k, v in result.outputs.items()}
     broken["contbin"]["binmap"] = str(tmp_path / "gone.fits")
     with pytest.raises(InputError, match=r"gone.fits: no such file") as exc:

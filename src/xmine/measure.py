@@ -82,6 +82,7 @@ __all__ = [
     "R500_RELATION",
     "ClusterScales",
     "band_flux_per_rate",
+    "band_mean_energy_erg",
     "cluster_scales",
     "contbin_background",
     "measure_cluster",
@@ -421,6 +422,17 @@ def band_flux_per_rate(arf: Any, band_kev: tuple[float, float], *,
     return float(np.sum(mid * w) * _KEV_TO_ERG / np.sum(area * w))
 
 
+def band_mean_energy_erg(band_kev: tuple[float, float], *, spectrum: Any = ("bremsstrahlung", 5.0)) -> float:
+    """Return the mean photon energy (erg) over a band, weighted by a photon spectrum (see :func:`band_flux_per_rate`).
+
+    It turns a photon flux (from an ARF-weighted exposure map) into an energy flux.
+    """
+    w_of, _ = _photon_weights(spectrum)
+    e = np.linspace(band_kev[0], band_kev[1], 4001)
+    w = np.asarray(w_of(e), dtype=float)
+    return float(np.trapezoid(e * w, e) / np.trapezoid(w, e)) * _KEV_TO_ERG
+
+
 def _gehrels_noise2(c: np.ndarray, b_raw: np.ndarray | None, q: np.ndarray | None) -> np.ndarray:
     """Return contbin's squared noise: Gehrels upper errors of the counts and of the scaled raw background."""
     n2 = (1.0 + np.sqrt(c + 0.75)) ** 2
@@ -449,7 +461,8 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
                     band_background_ratio: np.ndarray | float | None = None, mask: np.ndarray | None = None,
                     centre_radec: tuple[float, float], z: float | None = None, r500_kpc: float | None = None,
                     r500_source: str | None = None, cosmology: Any = None, arf: Any = None,
-                    flux_spectrum: Any = ("bremsstrahlung", 5.0), band_kev: tuple[float, float] | None = None,
+                    flux_spectrum: Any = ("bremsstrahlung", 5.0), exposure_unit: str = "s",
+                    band_kev: tuple[float, float] | None = None,
                     hardness_bands: tuple[str | Sequence[float], str | Sequence[float]] = ("soft", "hard")) -> Table:
     """Measure every bin of a bin map (see the module docstring for the definitions).
 
@@ -463,6 +476,7 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
         Counts image (the binned band).
     exposure : numpy.ndarray or float
         Exposure map (s) or one exposure; pixels ≤ 0 or non-finite are left out.
+        An ARF-weighted map (cm² s, CIAO ``fluximage``) with ``exposure_unit="cm2 s"``.
     background : numpy.ndarray, optional
         Expected background counts per pixel at the source exposure
         (the pipeline's local background: ``rate_cps_per_pix × exposure``; a
@@ -492,6 +506,11 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
         ARF for the energy-flux columns (see :func:`band_flux_per_rate`); NaN without.
     flux_spectrum : str, tuple or callable, optional
         Photon spectrum weighting the ARF and the energies (see :func:`band_flux_per_rate`).
+    exposure_unit : {"s", "cm2 s"}, optional
+        Unit of ``exposure`` (a FITS ``BUNIT`` such as ``cm**2 s`` is accepted). With
+        ``cm2 s`` the map holds the effective area: the count-rate columns and
+        ``exposure_mean_s`` are NaN and the flux is the photon flux ``net / ⟨exposure⟩``
+        times the spectrum-weighted mean photon energy (no ``arf`` then).
     band_kev : (float, float), optional
         Band of ``counts`` (default: the header's EMIN/EMAX, else 0.5–7 keV).
     hardness_bands : pair of band names or (emin, emax) tuples
@@ -591,12 +610,29 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
     if band_kev is None:
         band_kev = ((float(header["EMIN"]), float(header["EMAX"])) if "EMIN" in header and "EMAX" in header
                     else _band_kev("broad"))
+    unit = exposure_unit.replace("**", "").replace("^", "").replace(" ", "").lower()
+    if unit not in ("s", "cm2s", "scm2"):
+        msg = f"exposure_unit = {exposure_unit!r}: give 's' (time) or 'cm2 s' (an ARF-weighted exposure map)"
+        raise InputError(msg)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = net / e_mean
         sb = rate / area
         sb_err = err / e_mean / area
-    flux_per_rate = (band_flux_per_rate(arf, band_kev, spectrum=flux_spectrum) if arf is not None
-                     else math.nan)
+    if unit == "s":
+        flux_per_rate = (band_flux_per_rate(arf, band_kev, spectrum=flux_spectrum) if arf is not None
+                         else math.nan)
+        flux_note = (f"{ARF_WEIGHTING}; spectrum: {_photon_weights(flux_spectrum)[1]}; ARF {_read_arf(arf)[3]}"
+                     if arf is not None else "no ARF: flux columns NaN")
+    else:
+        if arf is not None:
+            msg = "an exposure map in cm2 s already holds the effective area; do not also give an ARF"
+            raise InputError(msg)
+        flux_per_rate = band_mean_energy_erg(band_kev, spectrum=flux_spectrum)
+        flux_note = (f"photon flux (exposure map in {exposure_unit}) x mean photon energy, spectrum: "
+                     f"{_photon_weights(flux_spectrum)[1]}")
+    flux, flux_err = sb * flux_per_rate, sb_err * flux_per_rate
+    if unit != "s":
+        e_mean = rate = sb = sb_err = np.full(nb, np.nan)
 
     # bands
     bands = tuple(_band_kev(b) for b in hardness_bands)
@@ -626,24 +662,23 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
     values: dict[str, Any] = {
         "bin_id": ids.astype(np.int32), "n_pix": n_pix, "area_arcsec2": area, "counts": C, "bg_counts": W,
         "net_counts": net, "net_err": err, "sn": sn, "exposure_mean_s": e_mean, "rate_cps": rate,
-        "sb_cps_arcsec2": sb, "sb_cps_arcsec2_err": sb_err, "sb_flux_cgs_arcsec2": sb * flux_per_rate,
-        "sb_flux_cgs_arcsec2_err": sb_err * flux_per_rate, **band_cols, "hr": hr, "hr_err": hr_err,
+        "sb_cps_arcsec2": sb, "sb_cps_arcsec2_err": sb_err, "sb_flux_cgs_arcsec2": flux,
+        "sb_flux_cgs_arcsec2_err": flux_err, **band_cols, "hr": hr, "hr_err": hr_err,
         "x_pix": x0 + 1.0, "y_pix": y0 + 1.0, "x_phys": x_phys, "y_phys": y_phys, "ra_deg": ra, "dec_deg": dec,
         "r_arcmin": np.asarray(r_arcmin, dtype=float), "r_kpc": r_kpc, "r_r500": r_r500,
     }
-    for name, unit in COLUMNS.items():
+    for name, col_unit in COLUMNS.items():
         col = np.asarray(values[name])
         tab[name] = col if col.dtype.kind in "iu" else col.astype(np.float64)
-        if unit is not None:
-            tab[name].unit = unit
+        if col_unit is not None:
+            tab[name].unit = col_unit
     tab.meta.update({
         "band_kev": list(band_kev),
         "soft_band_kev": list(bands[0]),
         "hard_band_kev": list(bands[1]),
         "hardness": "hr = (hard_net - soft_net) / (hard_net + soft_net), first-order propagated error",
         "errors": "contbin/Gehrels: net_err^2 = (1+sqrt(C+0.75))^2 + (sum r^2/n)(1+sqrt(B_raw+0.75))^2; sn = |net|/err",
-        "flux": (f"{ARF_WEIGHTING}; spectrum: {_photon_weights(flux_spectrum)[1]}; ARF {_read_arf(arf)[3]}"
-                 if arf is not None else "no ARF: flux columns NaN"),
+        "flux": flux_note,
         "pixel_arcsec2": pix_area,
         "centre_ra_deg": ra_c,
         "centre_dec_deg": dec_c,
@@ -745,7 +780,7 @@ def measure_cluster(outputs: Mapping[str, Any], cluster: Any, *, cosmology: Any 
 
     counts_path = _need(outputs, "crop", "counts")
     counts, header = _read(counts_path, "cropped counts image")
-    exposure, _ = _read(_need(outputs, "crop", "exposure"), "cropped exposure map")
+    exposure, exp_header = _read(_need(outputs, "crop", "exposure"), "cropped exposure map")
     mask, _ = _read(_need(outputs, "crop", "mask"), "cropped mask")
     binmap_path = _need(outputs, "contbin", "binmap")
     binmap, _ = _read(binmap_path, "bin map")
@@ -819,6 +854,7 @@ def measure_cluster(outputs: Mapping[str, Any], cluster: Any, *, cosmology: Any 
                           centre_radec=(cluster.ra_deg, cluster.dec_deg), z=scales.z, r500_kpc=scales.r500_kpc,
                           r500_source=scales.r500_source, cosmology=cosmology, arf=arf,
                           flux_spectrum=flux_spectrum if flux_spectrum is not None else ("bremsstrahlung", tx),
+                          exposure_unit=str(exp_header.get("BUNIT", "s")),
                           hardness_bands=hardness_bands)
     tab.meta["cluster"] = cluster.name
     tab.meta["background"] = bg_note
