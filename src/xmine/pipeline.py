@@ -65,8 +65,8 @@ from xmine.config import XmineConfig
 from xmine.errors import InputError, XmineError
 from xmine.store import Store, atomic_write, hash_inputs
 
-__all__ = ["ClusterResult", "ClusterSpec", "ProcessSummary", "StepRunner", "load_cluster_sample", "process_cluster",
-           "read_catalog", "run_process"]
+__all__ = ["ClusterResult", "ClusterSpec", "ProcessSummary", "StepRecord", "StepRunner", "load_cluster_sample",
+           "process_cluster", "read_catalog", "run_process", "write_step_records"]
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +116,39 @@ class ClusterResult:
         return int(self.outputs.get("contbin", {}).get("n_bins", 0))
 
 
+@dataclass
+class StepRecord:
+    """One step as a worker saw it, for the driver to write into the store's ``steps``/``failures``."""
+
+    item: str
+    step: str
+    inputs_hash: str
+    status: str  # "done" (ran or reused) or "failed"
+    outputs: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+    reason: str | None = None
+
+
 class StepRunner:
-    """Runs steps once: skips those whose marker and ``steps`` row carry the same inputs hash.
+    """Runs steps once: skips those whose marker beside the outputs carries the same inputs hash.
 
     Parameters
     ----------
-    store : Store
-        Open, writable store (the driver's; workers never write to it).
+    store : Store or None
+        An open, writable store that each step is recorded in as it ends; ``None`` in a worker, which never
+        writes to the database: the steps are kept in :attr:`records` for the driver to write.
     run_id : str
         The run the steps belong to.
+    on_step : callable, optional
+        Called with ``(item, step)`` before a step starts (progress display).
     """
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store | None, run_id: str, *,
+                 on_step: Callable[[str, str], None] | None = None) -> None:
         self.store = store
         self.run_id = run_id
+        self.on_step = on_step
+        self.records: list[StepRecord] = []
 
     def run(self, item: str, step: str, folder: Path, inputs: Mapping[str, Any],
             work: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
@@ -143,21 +162,29 @@ class StepRunner:
         done = self._done(marker, item, step, h)
         if done is not None:
             return done, False
+        if self.on_step is not None:
+            self.on_step(item, step)
         # the folder is about to change: a marker left from other inputs must not vouch for it if we die half way
         marker.unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
             outputs = work(folder)
         except XmineError as exc:
-            self.store.record_failure(self.run_id, item, step, str(exc))
+            self._record(StepRecord(item, step, h, "failed", reason=str(exc)))
             raise
         seconds = time.perf_counter() - t0
         with atomic_write(marker) as tmp:
             tmp.write_text(json.dumps({"step": step, "item": item, "inputs_hash": h, "outputs": outputs},
                                       sort_keys=True, default=str))
-        self.store.record_step(self.run_id, item, step, h, outputs=outputs, seconds=seconds)
+        self._record(StepRecord(item, step, h, "done", outputs=outputs, seconds=seconds))
         log.info("%s %s: %.1f s", item, step, seconds)
         return outputs, True
+
+    def _record(self, rec: StepRecord) -> None:
+        if self.store is None:
+            self.records.append(rec)
+        else:
+            write_step_records(self.store, self.run_id, [rec])
 
     def _done(self, marker: Path, item: str, step: str, h: str) -> dict[str, Any] | None:
         """Return the outputs if the folder holds this step's results for these inputs.
@@ -172,9 +199,18 @@ class StepRunner:
         outputs = saved.get("outputs")
         if saved.get("inputs_hash") != h or not isinstance(outputs, dict) or not _files_exist(outputs):
             return None
-        if self.store.step_done(self.run_id, item, step, h) is None:
-            self.store.record_step(self.run_id, item, step, h, outputs=outputs, status="done")
+        if self.store is None or self.store.step_done(self.run_id, item, step, h) is None:
+            self._record(StepRecord(item, step, h, "done", outputs=outputs))
         return outputs
+
+
+def write_step_records(store: Store, run_id: str, records: Sequence[StepRecord]) -> None:
+    """Write steps a runner (or a worker) saw into the store: done steps to ``steps``, failures to ``failures``."""
+    for rec in records:
+        if rec.status == "failed":
+            store.record_failure(run_id, rec.item, rec.step, rec.reason or "")
+        else:
+            store.record_step(run_id, rec.item, rec.step, rec.inputs_hash, outputs=rec.outputs, seconds=rec.seconds)
 
 
 def _files_exist(outputs: Mapping[str, Any]) -> bool:
@@ -238,8 +274,8 @@ def _circle_pix(frame_wcs: Any, ra: float, dec: float, radius_arcsec: float, pix
     return float(x), float(y), radius_arcsec / pixel_arcsec
 
 
-def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store, run_id: str,
-                    catalog: Any = None) -> ClusterResult:
+def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store | None, run_id: str,
+                    catalog: Any = None, runner: StepRunner | None = None) -> ClusterResult:
     """Run the pipeline for one cluster (see the module docstring); return its outputs.
 
     Parameters
@@ -247,11 +283,14 @@ def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store, 
     cluster : ClusterSpec
     config : XmineConfig
         ``project.work_dir``/``data_dir``, ``events``, ``binning`` and ``process`` sections are used.
-    store : Store
-        Writable store; steps and failures are recorded there.
+    store : Store or None
+        Writable store; steps and failures are recorded there. ``None`` in a worker: they are kept in the
+        runner's ``records`` (and the result's ``steps``) for the driver to write.
     run_id : str
     catalog : astropy.table.Table, optional
         Catalogued point sources of the field (CSC, 4XMM or common-schema columns).
+    runner : StepRunner, optional
+        Use this runner (e.g. one with a progress callback) instead of a new one.
 
     Raises
     ------
@@ -260,7 +299,7 @@ def process_cluster(cluster: ClusterSpec, *, config: XmineConfig, store: Store, 
     """
     from xmine import archive, gti
 
-    runner = StepRunner(store, run_id)
+    runner = runner or StepRunner(store, run_id)
     work = Path(config.project.work_dir)
     proc = config.process
     result = ClusterResult(cluster=cluster)
