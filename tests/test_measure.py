@@ -263,7 +263,7 @@ def processed(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_measure_cluster_end_to_end(processed):
+def test_measure_cluster_end_to_end(processed, tmp_path):
     spec, truth_row, result, _, _ = processed
     t = measure.measure_cluster(result.outputs, spec)
     assert t.colnames == list(measure.COLUMNS)
@@ -294,6 +294,14 @@ def test_measure_cluster_end_to_end(processed):
     assert np.all(np.isfinite(t["r_r500"]))
     assert np.all(t["r_arcmin"] < 2.0 * math.sqrt(2))
     assert np.all(t["bg_counts"] > 0)
+    # the FITS table: units and values round-trip, astropy reads it back
+    path = measure.write_regions(tmp_path / "regions.fits", t)
+    back = Table.read(path, hdu="REGIONS")
+    assert back.colnames == t.colnames
+    for name in ("sb_cps_arcsec2", "r_kpc", "area_arcsec2", "counts"):
+        assert back[name].unit == t[name].unit
+        np.testing.assert_array_equal(back[name], t[name])
+    assert "cosmology = FlatLambdaCDM(H0=70" in " ".join(fits.getheader(path, "REGIONS")["COMMENT"])
     assert "band backgrounds: local annulus" in t.meta["background"]
 
 

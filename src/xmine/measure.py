@@ -89,6 +89,7 @@ __all__ = [
     "measure_regions",
     "parse_cosmology",
     "r500_from_tx",
+    "write_regions",
 ]
 
 #: The default cosmology's description (see :func:`parse_cosmology`).
@@ -205,6 +206,11 @@ def r500_from_tx(tx_kev: float, z: float, cosmology: Any = None) -> float:
     -------
     float
         R500 in kpc.
+
+    Examples
+    --------
+    >>> round(r500_from_tx(5.04, 0.1527))  # ACCEPT's Abell 907
+    1030
     """
     if not (tx_kev is not None and math.isfinite(tx_kev) and tx_kev > 0):
         msg = f"tx_kev = {tx_kev}: give a positive temperature in keV"
@@ -860,3 +866,39 @@ def measure_cluster(outputs: Mapping[str, Any], cluster: Any, *, cosmology: Any 
     tab.meta["background"] = bg_note
     tab.meta["binmap"] = str(binmap_path)
     return tab
+
+
+def write_regions(path: str | Path, table: Table) -> Path:
+    """Write a :func:`measure_regions` table as a FITS binary table, atomically.
+
+    Column units become ``TUNIT``; metadata with FITS-sized names become header
+    keywords, the others (and lists, None) one ``COMMENT`` line each, so
+    astropy, CIAO and ``fitsverify`` read the file unchanged.
+
+    Parameters
+    ----------
+    path : path-like
+    table : astropy.table.Table
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from xmine.store import atomic_write
+
+    out = table.copy(copy_data=False)
+    meta: dict[str, Any] = {}
+    comments = []
+    for key, value in table.meta.items():
+        if (len(key) <= 8 and key.replace("_", "").isalnum() and isinstance(value, (int, float, str))
+                and len(str(value)) <= 60):
+            meta[key.upper()] = value.encode("ascii", "replace").decode() if isinstance(value, str) else value
+        else:
+            comments.append(f"{key} = {value}".encode("ascii", "replace").decode())
+    meta["EXTNAME"] = "REGIONS"
+    meta["COMMENT"] = comments
+    out.meta = meta
+    target = Path(path)
+    with atomic_write(target) as tmp:
+        out.write(tmp, format="fits")
+    return target
