@@ -103,6 +103,28 @@ def test_surface_brightness_units_and_centroids(image):
     assert np.all(np.isnan(bare["sb_flux_cgs_arcsec2"]))
 
 
+def test_annuli_agree_with_the_radial_profile(image):
+    """Bins that are annuli give profiles.radial_profile's counts, background, area and surface brightness."""
+    from xmine.profiles import radial_profile
+
+    sim, bgexp, _ = image
+    expected, ratio = measure.contbin_background(sim.background, expmap=sim.expmap, bgexpmap=bgexp)
+    cx, cy = sim.truth["cluster"]["center_pix"]
+    pix = sim.truth["pixel_arcsec"]
+    edges = np.array([0.0, 5.0, 10.0, 20.0, 40.0, 70.0])
+    yy, xx = np.mgrid[0:160, 0:160]
+    idx = np.searchsorted(edges, np.hypot(xx - cx, yy - cy) * pix, side="right") - 1
+    annuli = np.where(idx < len(edges) - 1, idx, -1)
+    prof = radial_profile(sim.counts, center_xy=(cx, cy), pixel_arcsec=pix, exposure=sim.expmap,
+                          background=expected, edges_arcsec=edges)
+    t = measure.measure_regions(annuli, sim.header, counts=sim.counts, exposure=sim.expmap, background=expected,
+                                background_ratio=ratio, centre_radec=(150.0, 2.2))
+    np.testing.assert_array_equal(t["counts"], prof["counts"])
+    np.testing.assert_allclose(t["bg_counts"], prof["bg_counts"], rtol=1e-12)
+    np.testing.assert_allclose(t["area_arcsec2"], prof["area_arcsec2"], rtol=1e-6)
+    np.testing.assert_allclose(t["sb_cps_arcsec2"], prof["sb_cps_arcsec2"], rtol=1e-6)
+
+
 def test_hardness_of_a_known_temperature(image):
     """Split the counts into bands as photons of a kT = 4 keV (z = 0) spectrum would be; the hr must follow."""
     sim, _bgexp, binmap = image
