@@ -35,7 +35,8 @@ Conventions and approximations (against a CIAO ``dmextract``/XSPEC analysis)
   over the bin's pixels, and ``rate_cps = net / exposure_mean_s``: exact for a
   flat exposure, a surface-brightness-unweighted average otherwise (as
   ``dmextract``'s mean exposure).
-* **Energy flux** (only with an ARF): ``flux = rate / ⟨A⟩ × ⟨E⟩`` over the band
+* **Energy flux** (only with an ARF, or an exposure map in cm² s, which gives the
+  photon flux directly and is then multiplied by ⟨E⟩): ``flux = rate / ⟨A⟩ × ⟨E⟩`` over the band
   of ``counts``, ⟨A⟩ and ⟨E⟩ the means of the ARF and of the energy over the
   band **weighted by an assumed photon spectrum** (``flux_spectrum``; default a
   kT = 5 keV bremsstrahlung ``E^-1.4 exp(-E/kT)``, unabsorbed; :func:`measure_cluster`
@@ -48,8 +49,8 @@ Conventions and approximations (against a CIAO ``dmextract``/XSPEC analysis)
   (absorbed) one if the counts are. XSPEC would fold a fitted model through
   the bin's own ARF and RMF instead.
 * **Area** is the pixel count times the pixel solid angle at the image's
-  reference point (a TAN projection's pixels shrink by < 1e-6 across a few
-  arcmin). Pixels with ``mask = 0``, no exposure or a negative bin number are
+  reference point (a TAN projection's pixels shrink by < 2e-5 within 10
+  arcmin of it). Pixels with ``mask = 0``, no exposure or a negative bin number are
   left out of every column.
 * **Centroid** weights pixels by their total counts (geometric centre for a
   bin with no counts); 1-based FITS pixels; physical coordinates through
@@ -57,7 +58,12 @@ Conventions and approximations (against a CIAO ``dmextract``/XSPEC analysis)
 * **Distances** are angular separations of the centroid from ``centre_radec``;
   ``r_kpc`` uses the proper (angular-diameter) scale at the cluster's redshift
   from astropy's cosmology (default flat ΛCDM, H0 = 70 km/s/Mpc, Ωm = 0.3, the
-  convention of most X-ray cluster papers); ``r_r500 = r_kpc / r500_kpc``.
+  convention of most X-ray cluster papers); ``r_r500 = r_kpc / r500_kpc``, R500
+  from the user's sample or the Arnaud et al. (2005) R500–T relation
+  (:func:`r500_from_tx`), its source recorded in ``meta``.
+* **Band backgrounds in** :func:`measure_cluster` are local (annulus, point
+  sources masked) per band, whatever background the binning used: with a
+  blank-sky binning background the broad and band backgrounds differ in kind.
 """
 
 from __future__ import annotations
