@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from tests.query.conftest import dachs
@@ -235,6 +236,26 @@ def test_client_pairs_equal_astropy_brute_force() -> None:
     want = set(zip(j1[ok].tolist(), j2[ok].tolist(), strict=True))
     assert set(zip(got.column("i1").to_pylist(), got.column("i2").to_pylist(), strict=True)) == want
     assert len(want) > 50
+
+
+@pytest.mark.parametrize(("ra0", "dec0"), [(0.0, -12.3), (359.99, 40.0), (75.0, 89.98), (10.0, -89.99)])
+def test_zones_across_ra_zero_and_near_poles(ra0: float, dec0: float) -> None:
+    rng = np.random.default_rng(6)
+    n1, n2 = 2000, 4000
+    c = SkyCoord(ra0, dec0, unit="deg")
+    pa1 = rng.uniform(0, 360, n1) * u.deg
+    pa2 = rng.uniform(0, 360, n2) * u.deg
+    p1 = c.directional_offset_by(pa1, np.sqrt(rng.uniform(0, 1, n1)) * 60 * u.arcsec)
+    p2 = c.directional_offset_by(pa2, np.sqrt(rng.uniform(0, 1, n2)) * 60 * u.arcsec)
+    s1, s2 = rng.uniform(0.5, 1.5, n1), rng.uniform(0.1, 0.5, n2)
+    want = set()
+    j1, j2, sep, _ = p2.search_around_sky(p1, seplimit=3.44 * math.hypot(1.5, 0.5) * 1.01 * u.arcsec)
+    ok = sep.arcsec < 3.44 * np.hypot(s1[j1], s2[j2])
+    want = set(zip(j1[ok].tolist(), j2[ok].tolist(), strict=True))
+    for engine in ("zones", "healpix"):
+        got = match_with_errors(p1.ra.deg, p1.dec.deg, s1, p2.ra.deg, p2.dec.deg, s2, k_sigma=3.44, engine=engine)
+        assert set(zip(got.column("i1").to_pylist(), got.column("i2").to_pylist(), strict=True)) == want
+    assert len(want) > 20
 
 
 def test_conventions_and_bad_input(xray: Table) -> None:

@@ -26,7 +26,8 @@ sig_arcsec``) are uploaded as ``TAP_UPLOAD.xsrc`` and the service joins them
 with its table (``CONTAINS(POINT, CIRCLE)`` of a search radius, then the
 σ-scaled cut in ``WHERE``) — one request whatever the number of rows.
 ``client``: the remote table is fetched in cones covering the sources (HEALPix
-cells of about 1.8°) and matched locally with :func:`xmine.sky.crossmatch`.
+cells of about 1.8°) and matched locally by :func:`match_with_errors`
+(declination zones one search radius high, RA-sorted, numba in parallel).
 ``auto`` uploads unless the service's capabilities list no upload method or
 it refuses the upload, then says so in one :class:`UploadRefusedWarning` and
 falls back to ``client``. Both paths give the same pairs (tested).
@@ -53,6 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import requests
+from numba import njit, prange
 
 from xmine.errors import InputError, QueryError, ServiceError, XmineWarning
 from xmine.sky import R95_PER_SIGMA, crossmatch, healpix_index
@@ -138,7 +140,8 @@ def upload_adql(remote_table: str, *, k_sigma: float = DEFAULT_K_SIGMA, search_r
 
 
 def match_with_errors(ra1: Any, dec1: Any, sig1: Any, ra2: Any, dec2: Any, sig2: Any, *,
-                      k_sigma: float = DEFAULT_K_SIGMA, max_sig2_arcsec: float | None = None) -> pa.Table:
+                      k_sigma: float = DEFAULT_K_SIGMA, max_sig2_arcsec: float | None = None,
+                      engine: Literal["zones", "healpix"] = "zones") -> pa.Table:
     """Return every pair with ``sep < k·√(σ1² + σ2²)`` (client-side path).
 
     Parameters
@@ -151,27 +154,164 @@ def match_with_errors(ra1: Any, dec1: Any, sig1: Any, ra2: Any, dec2: Any, sig2:
         See the module docstring.
     max_sig2_arcsec : float, optional
         Largest σ2 searched for (default: the largest in ``sig2``).
+    engine : {"zones", "healpix"}, optional
+        ``zones``: the second table sorted into declination zones one search
+        radius high and by RA within them; each row of the first looks in its
+        zone and the two beside it, over the RA window its radius spans (wider
+        by 1/cos δ, split at RA 0/360, all RA near a pole), in parallel with
+        numba. ``healpix``: :func:`xmine.sky.crossmatch` at the largest radius,
+        then the σ cut. Both give the same pairs.
 
     Returns
     -------
     pyarrow.Table
         ``i1, i2, sep_arcsec, sigma_arcsec`` (σ the combined 1σ).
     """
-    s1 = np.asarray(sig1, dtype=float)
-    s2 = np.asarray(sig2, dtype=float)
+    r1, d1, r2, d2 = (np.ascontiguousarray(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))
+    s1 = np.ascontiguousarray(np.asarray(sig1, dtype=float))
+    s2 = np.ascontiguousarray(np.asarray(sig2, dtype=float))
+    if r1.shape != d1.shape or r1.shape != s1.shape or r2.shape != d2.shape or r2.shape != s2.shape:
+        msg = "ra, dec and error arrays differ in length"
+        raise InputError(msg)
+    for arr in (r1, d1, r2, d2):
+        if not np.all(np.isfinite(arr)):
+            msg = "positions must be finite; drop rows without RA/Dec first"
+            raise InputError(msg)
     if np.any(~np.isfinite(s1)) or np.any(~np.isfinite(s2)) or np.any(s1 < 0) or np.any(s2 < 0):
         msg = "position errors must be finite and >= 0; fill missing errors (e.g. with the median) first"
         raise InputError(msg)
+    if not (math.isfinite(k_sigma) and k_sigma > 0):
+        msg = f"k_sigma = {k_sigma!r}; give a positive number"
+        raise InputError(msg)
     smax2 = float(max_sig2_arcsec if max_sig2_arcsec is not None else (s2.max() if s2.size else 0.0))
-    radius = k_sigma * np.sqrt(s1 ** 2 + smax2 ** 2)
-    radius = np.maximum(radius, 1e-6)
-    pairs = crossmatch(ra1, dec1, ra2, dec2, radius, max_radius_arcsec=float(radius.max()) if radius.size else 1.0)
-    i1 = pairs.column("i1").to_numpy()
-    i2 = pairs.column("i2").to_numpy()
-    sep = pairs.column("sep_arcsec").to_numpy()
-    sigma = np.hypot(s1[i1], s2[i2])
-    keep = sep < k_sigma * sigma
-    return pa.table({"i1": i1[keep], "i2": i2[keep], "sep_arcsec": sep[keep], "sigma_arcsec": sigma[keep]})
+    empty = pa.table({"i1": pa.array([], pa.int64()), "i2": pa.array([], pa.int64()),
+                      "sep_arcsec": pa.array([], pa.float64()), "sigma_arcsec": pa.array([], pa.float64())})
+    if r1.size == 0 or r2.size == 0:
+        return empty
+    if engine == "healpix":
+        radius = np.maximum(k_sigma * np.sqrt(s1 ** 2 + smax2 ** 2), 1e-6)
+        pairs = crossmatch(r1, d1, r2, d2, radius, max_radius_arcsec=float(radius.max()))
+        i1 = pairs.column("i1").to_numpy()
+        i2 = pairs.column("i2").to_numpy()
+        sep = pairs.column("sep_arcsec").to_numpy()
+        sigma = np.hypot(s1[i1], s2[i2])
+        keep = sep < k_sigma * sigma
+        return pa.table({"i1": i1[keep], "i2": i2[keep], "sep_arcsec": sep[keep], "sigma_arcsec": sigma[keep]})
+    if engine != "zones":
+        msg = f"engine = {engine!r}; use 'zones' or 'healpix'"
+        raise InputError(msg)
+    s2c = np.minimum(s2, smax2)  # a remote error above the bound is searched only up to it
+    height = max(float(k_sigma * math.sqrt(float(s1.max()) ** 2 + smax2 ** 2)) / 3600.0, 1e-7)
+    # one sort key per side: zone * 360 + RA; the first side is sorted too, so neighbouring rows read nearby memory
+    ra2m = r2 % 360.0
+    zone2 = np.floor((d2 + 90.0) / height)
+    order = np.argsort(zone2 * 360.0 + ra2m, kind="stable")
+    ras, decs, sigs = ra2m[order], d2[order], s2c[order]
+    n_zones = int(180.0 // height) + 2
+    starts = np.searchsorted(zone2[order], np.arange(n_zones + 1)).astype(np.int64)
+    ra1m = r1 % 360.0
+    order1 = np.argsort(np.floor((d1 + 90.0) / height) * 360.0 + ra1m, kind="stable")
+    a1, b1, c1 = ra1m[order1], d1[order1], s1[order1]
+    counts = _zones_count(a1, b1, c1, ras, decs, sigs, starts, height, k_sigma, smax2)
+    offsets = np.zeros(r1.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    k1, j2, sep = _zones_fill(a1, b1, c1, ras, decs, sigs, starts, height, k_sigma, smax2, offsets)
+    i1, i2 = order1[k1], order[j2]
+    return pa.table({"i1": i1, "i2": i2, "sep_arcsec": sep, "sigma_arcsec": np.hypot(s1[i1], sigs[j2])})
+
+
+@njit(cache=True)
+def _sep_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:  # pragma: no cover - compiled
+    d = math.pi / 180.0
+    h = math.sin((dec2 - dec1) * d / 2) ** 2 + math.cos(dec1 * d) * math.cos(dec2 * d) * math.sin(
+        (ra2 - ra1) * d / 2) ** 2
+    return 2.0 * math.asin(math.sqrt(min(max(h, 0.0), 1.0))) / d * 3600.0
+
+
+@njit(cache=True)
+def _windows(ra: float, dec: float, r_deg: float) -> tuple[float, float, float, float]:  # pragma: no cover
+    """RA windows [a, b] and [c, d] (the second empty: c > d) around ``ra`` for radius ``r_deg`` at ``dec``."""
+    top = abs(dec) + r_deg
+    if top >= 89.999:
+        return 0.0, 360.0, 1.0, 0.0
+    alpha = r_deg / math.cos(top * math.pi / 180.0) * 1.0001 + 1e-7  # > the float64 error of the sort key
+    if alpha >= 180.0:
+        return 0.0, 360.0, 1.0, 0.0
+    lo, hi = ra - alpha, ra + alpha
+    if lo < 0.0:
+        return 0.0, hi, lo + 360.0, 360.0
+    if hi >= 360.0:
+        return lo, 360.0, 0.0, hi - 360.0
+    return lo, hi, 1.0, 0.0
+
+
+@njit(cache=True)
+def _bisect(a: np.ndarray, lo: int, hi: int, x: float) -> int:  # pragma: no cover - compiled
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _scan(i: int, ra1: np.ndarray, dec1: np.ndarray, s1: np.ndarray, ras: np.ndarray, decs: np.ndarray,
+          sigs: np.ndarray, starts: np.ndarray, height: float, k: float, smax2: float,
+          out_j: np.ndarray, out_sep: np.ndarray, pos: int) -> int:  # pragma: no cover - compiled
+    """Count (``pos < 0``) or write from ``pos`` the partners of row ``i``; return the count or the next slot."""
+    ra, dec = ra1[i], dec1[i]
+    r_deg = k * math.sqrt(s1[i] ** 2 + smax2 ** 2) / 3600.0
+    z_lo = max(int((dec - r_deg + 90.0) // height), 0)
+    z_hi = min(int((dec + r_deg + 90.0) // height), starts.size - 2)
+    a, b, c, d = _windows(ra, dec, r_deg)
+    n = 0
+    for z in range(z_lo, z_hi + 1):
+        s0, s1z = starts[z], starts[z + 1]
+        for w in range(2):
+            lo, hi = (a, b) if w == 0 else (c, d)
+            if lo > hi:
+                continue
+            j = _bisect(ras, s0, s1z, lo)
+            while j < s1z and ras[j] <= hi:
+                if abs(decs[j] - dec) <= r_deg:
+                    sep = _sep_arcsec(ra, dec, ras[j], decs[j])
+                    if sep < k * math.sqrt(s1[i] ** 2 + sigs[j] ** 2):
+                        if pos >= 0:
+                            out_j[pos + n] = j
+                            out_sep[pos + n] = sep
+                        n += 1
+                j += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def _zones_count(ra1: np.ndarray, dec1: np.ndarray, s1: np.ndarray, ras: np.ndarray, decs: np.ndarray,
+                 sigs: np.ndarray, starts: np.ndarray, height: float, k: float,
+                 smax2: float) -> np.ndarray:  # pragma: no cover - compiled
+    counts = np.zeros(ra1.size, dtype=np.int64)
+    dummy_j = np.zeros(0, dtype=np.int64)
+    dummy_s = np.zeros(0, dtype=np.float64)
+    for i in prange(ra1.size):
+        counts[i] = _scan(i, ra1, dec1, s1, ras, decs, sigs, starts, height, k, smax2, dummy_j, dummy_s, -1)
+    return counts
+
+
+@njit(cache=True, parallel=True)
+def _zones_fill(ra1: np.ndarray, dec1: np.ndarray, s1: np.ndarray, ras: np.ndarray, decs: np.ndarray,
+                sigs: np.ndarray, starts: np.ndarray, height: float, k: float, smax2: float,
+                offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    total = offsets[-1]
+    out_i = np.empty(total, dtype=np.int64)
+    out_j = np.empty(total, dtype=np.int64)
+    out_sep = np.empty(total, dtype=np.float64)
+    for i in prange(ra1.size):
+        p = offsets[i]
+        n = _scan(i, ra1, dec1, s1, ras, decs, sigs, starts, height, k, smax2, out_j, out_sep, p)
+        for q in range(n):
+            out_i[p + q] = i
+    return out_i, out_j, out_sep
 
 
 # ---------------------------------------------------------------------------- the VO match
