@@ -131,8 +131,17 @@ def _ogip_name(path: str | os.PathLike[str] | None, folder: Path) -> str:
     """File name as the keyword holds it: relative to the spectrum's folder (sherpa and XSPEC look there), or 'none'."""
     if path is None or str(path) in ("", "none", "NONE"):
         return "none"
-    q = Path(path)
-    return os.path.relpath(q, folder) if q.is_absolute() else str(q)
+    return os.path.relpath(Path(path).resolve(), folder)
+
+
+def _set_path(header: fits.Header, key: str, value: str, comment: str) -> None:
+    """Set a file-name keyword; a long one loses its comment and uses the OGIP long-string convention."""
+    if len(value) + len(comment) <= 60:
+        header[key] = (value, comment)
+        return
+    header[key] = value
+    if len(value) > 68:
+        header["LONGSTRN"] = ("OGIP 1.0", "the OGIP long string convention may be used")
 
 
 def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: float, backscal: float,
@@ -157,8 +166,8 @@ def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: flo
     header_from : astropy.io.fits.Header, optional
         The event header whose TELESCOP, INSTRUME, DETNAM, OBS_ID, DATE-OBS, OBJECT and time keywords are copied.
     respfile, ancrfile, backfile : path-like, optional
-        The RMF, ARF and background spectrum. Absolute paths are written relative to the spectrum's
-        folder; relative ones are taken as relative to it already (sherpa and XSPEC resolve them there).
+        The RMF, ARF and background spectrum (relative paths are from the working directory); the
+        keywords hold them relative to the spectrum's folder, where sherpa and XSPEC look.
     gti : numpy.ndarray, optional
         ``(n, 2)`` START, STOP (s) of the clean time.
     background : bool
@@ -211,10 +220,10 @@ def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: flo
     h["CORRSCAL"] = (0.0, "no correction file")
     p = Path(path)
     folder = p.resolve().parent
-    h["BACKFILE"] = (_ogip_name(backfile, folder), "background spectrum")
+    _set_path(h, "BACKFILE", _ogip_name(backfile, folder), "background spectrum")
     h["CORRFILE"] = ("none", "correction spectrum")
-    h["RESPFILE"] = (_ogip_name(respfile, folder), "redistribution matrix (RMF)")
-    h["ANCRFILE"] = (_ogip_name(ancrfile, folder), "ancillary response (ARF)")
+    _set_path(h, "RESPFILE", _ogip_name(respfile, folder), "redistribution matrix (RMF)")
+    _set_path(h, "ANCRFILE", _ogip_name(ancrfile, folder), "ancillary response (ARF)")
     h["POISSERR"] = (True, "Poisson errors apply")
     h["SYS_ERR"] = (0.0, "no systematic error")
     h["GROUPING"] = (0, "no grouping")

@@ -5,7 +5,9 @@ Approximations
 * **Effective area.** ``A(E) = 420 cm² · (1 − exp(−(E/0.9 keV)³)) · exp(−(E/7 keV)²)``:
   a smooth curve with the low-energy loss of the contaminant and the
   high-energy fall-off of the mirrors, no edges. Used for ACIS-I and ACIS-S alike.
-* **Absorption.** Galactic ``N_H = 3×10²⁰ cm⁻²`` with σ(E) = 2.4×10⁻²² (E/keV)^−2.6 cm².
+* **Absorption.** Galactic ``N_H = 3×10²⁰ cm⁻²``. Clusters: Morrison & McCammon (1983)
+  cross-sections (XSPEC's ``wabs``, :func:`wabs_transmission`), as :mod:`xmine.fit` fits them;
+  point sources: σ(E) = 2.4×10⁻²² (E/keV)^−2.6 cm².
 * **Cluster (thermal continuum).** The free-free continuum of
   :func:`thermal_continuum`, ``g(E, kT) E⁻¹ exp(−E/kT_obs) / √kT_obs`` with the
   Born-approximation Gaunt factor and ``kT_obs = kT / (1 + z)``: no emission lines
@@ -38,9 +40,11 @@ __all__ = [
     "born_gaunt_factor",
     "effective_area_cm2",
     "energy_flux_per_rate",
+    "morrison_mccammon_cross_section",
     "photon_spectrum",
     "sample_energies",
     "thermal_continuum",
+    "wabs_transmission",
 ]
 
 KEV_TO_ERG = 1.602176634e-9
@@ -95,6 +99,42 @@ def thermal_continuum(energy_kev: FloatArray, kt_kev: float) -> FloatArray:
     return born_gaunt_factor(e, kt) * np.exp(-e / kt) / (e * np.sqrt(kt))
 
 
+#: Morrison & McCammon (1983, ApJ 270, 119) Table 2: lower edge (keV) of each range and the fit coefficients of
+#: σ(E) = (c0 + c1 E + c2 E²) E⁻³ × 10⁻²⁴ cm² per H atom (solar abundances, no grains); above 10 keV the last
+#: range continues, below 0.03 keV the first.
+_MM83 = np.array([
+    # E_lo    c0      c1       c2
+    [0.030, 33.6, 0.0, 0.0],
+    [0.100, 17.3, 608.1, -2150.0],
+    [0.284, 34.6, 267.9, -476.1],
+    [0.400, 78.1, 18.8, 4.3],
+    [0.532, 71.4, 66.8, -51.4],
+    [0.707, 95.5, 145.8, -61.1],
+    [0.867, 308.9, -380.6, 294.0],
+    [1.303, 120.6, 169.3, -47.7],
+    [1.840, 141.3, 146.8, -31.5],
+    [2.471, 202.7, 104.7, -17.0],
+    [3.210, 342.7, 18.7, 0.0],
+    [4.038, 352.2, 18.7, 0.0],
+    [7.111, 433.9, -2.4, 0.75],
+    [8.331, 629.0, 30.9, 0.0],
+    [10.00, 701.2, 25.2, 0.0],
+])
+
+
+def morrison_mccammon_cross_section(energy_kev: FloatArray) -> FloatArray:
+    """Photoelectric cross-section per H atom of the ISM (cm²), Morrison & McCammon (1983), as XSPEC's ``wabs``."""
+    e = np.asarray(energy_kev, dtype=np.float64)
+    k = np.clip(np.searchsorted(_MM83[:, 0], e, side="right") - 1, 0, len(_MM83) - 1)
+    c0, c1, c2 = _MM83[k, 1], _MM83[k, 2], _MM83[k, 3]
+    return np.asarray((c0 + c1 * e + c2 * e**2) / e**3 * 1e-24, dtype=np.float64)
+
+
+def wabs_transmission(energy_kev: FloatArray, nh_cm2: float) -> FloatArray:
+    """ISM transmission ``exp(−N_H σ(E))`` with :func:`morrison_mccammon_cross_section`."""
+    return np.asarray(np.exp(-float(nh_cm2) * morrison_mccammon_cross_section(energy_kev)), dtype=np.float64)
+
+
 def photon_spectrum(kind: str, param: float, energy_kev: FloatArray = EGRID_KEV) -> FloatArray:
     """Unnormalised absorbed photon spectrum (photons / keV).
 
@@ -110,7 +150,7 @@ def photon_spectrum(kind: str, param: float, energy_kev: FloatArray = EGRID_KEV)
     e = np.asarray(energy_kev, dtype=np.float64)
     absorb = np.exp(-NH_CM2 * 2.4e-22 * e ** -2.6)
     if kind == "thermal":
-        n = thermal_continuum(e, param)
+        return thermal_continuum(e, param) * wabs_transmission(e, NH_CM2)
     elif kind == "powerlaw":
         n = e ** -param
     elif kind == "skybg":
