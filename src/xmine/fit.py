@@ -310,9 +310,6 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
     """
     session_class = _sherpa()
     p = Path(pha_path)
-    if not p.exists():
-        msg = f"{p}: no such spectrum"
-        raise InputError(msg)
     if stat not in ("auto", "cstat", "wstat", "chi2"):
         msg = f"fit statistic {stat!r}: use 'auto', 'cstat', 'wstat' or 'chi2'"
         raise InputError(msg)
@@ -320,6 +317,9 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
         msg = f"fit band {emin}-{emax} keV: need 0 < emin < emax"
         raise InputError(msg)
     name = _resolve_model(model)
+    if not p.exists():
+        msg = f"{p}: no such spectrum"
+        raise InputError(msg)
     if nh_1e22 is None:
         pos = (ra_deg, dec_deg) if ra_deg is not None and dec_deg is not None else _header_position(p)
         if pos is None:
