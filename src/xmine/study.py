@@ -23,8 +23,11 @@ Definitions (what a user should know before quoting a number)
 ------------------------------------------------------------
 * **Radius.** ``r/r500`` when every studied cluster has R500 (the regions'
   ``r_r500``), otherwise arcmin from the cluster centre for all of them
-  (:attr:`StudyResult.radius_scale` says which). A region's radius is that of
-  its centroid.
+  (:attr:`StudyResult.radius_scale` says which). A region's radius is the
+  mean distance of its pixels from the cluster centre, from the bin map on disk
+  (:func:`bin_radii`): contour bins follow isophotes, and an outer bin can be a
+  ring whose centroid (the ``regions`` table's ``r_arcmin``) lies at the centre.
+  Without a bin map the recorded centroid distance is used (and said so).
 * **Inner / outer.** Inner: regions with radius < 0.05 r500 (0.25′); outer:
   0.1–0.3 r500 (0.5′–1.5′). When a range holds no region, inner falls back to
   the region nearest the centre and outer to the outermost quarter of the
@@ -73,6 +76,7 @@ from xmine.store import Store, atomic_write, open_store
 __all__ = [
     "GradientFit",
     "StudyResult",
+    "bin_radii",
     "classify_clusters",
     "find_odd_regions",
     "fit_gradient",
@@ -195,6 +199,73 @@ def _inner_outer(radius: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray
 
 def _radius(regions: pa.Table, scale: str) -> np.ndarray:
     return _col(regions, "r_r500") if scale == "r500" else _col(regions, "r_arcmin")
+
+
+def _bin_radii(binmap_path: Path, ra_deg: float, dec_deg: float) -> dict[int, float]:
+    """Return each bin's mean pixel distance from the cluster centre (arcmin), from its bin map on disk."""
+    from astropy.io import fits
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from xmine.images import celestial_wcs
+
+    binmap, header = fits.getdata(binmap_path, header=True)
+    w = celestial_wcs(header, source=str(binmap_path))
+    cx, cy = (float(v) for v in w.world_to_pixel_values(ra_deg, dec_deg))
+    pix_arcmin = float(np.mean(np.abs(proj_plane_pixel_scales(w)[:2]))) * 60.0
+    ids = np.asarray(binmap).astype(np.int64).ravel()
+    yy, xx = np.indices(np.shape(binmap), dtype=np.float64)
+    dist = np.hypot(xx.ravel() - cx, yy.ravel() - cy) * pix_arcmin
+    ok = ids >= 0
+    n = np.bincount(ids[ok])
+    total = np.bincount(ids[ok], weights=dist[ok])
+    return {int(b): float(total[b] / n[b]) for b in np.nonzero(n)[0]}
+
+
+def bin_radii(regions: pa.Table, clusters: pa.Table) -> tuple[pa.Table, list[str]]:
+    """Replace the regions' ``r_arcmin``/``r_r500`` by each bin's mean pixel distance from the centre.
+
+    A contour bin that follows an isophote can be a ring, whose centroid lies near the centre; the mean
+    distance of its pixels places it where it is. The bin maps are read from each cluster's
+    ``products_dir`` (``contbin/binmap.fits``); ``r_r500`` keeps the ratio ``r_arcmin/r_r500`` (R500 in
+    arcmin) the run recorded. Clusters without a readable bin map keep the recorded values.
+
+    Returns
+    -------
+    regions : pyarrow.Table
+        A copy with the two columns replaced.
+    kept : list of str
+        Clusters whose recorded (centroid) radii were kept.
+    """
+    names = _col(regions, "cluster", object)
+    bins = np.array([-1 if v is None else int(v) for v in regions.column("bin_id").to_pylist()], dtype=np.int64)
+    r_arcmin, r_r500 = _col(regions, "r_arcmin").copy(), _col(regions, "r_r500").copy()
+    kept = []
+    for row in clusters.to_pylist():
+        name = row["cluster"]
+        sel = names == name
+        path = _product(row.get("products_dir"), "contbin/binmap.fits", "contbin/contbin_binmap.fits")
+        radii: dict[int, float] | None = None
+        if path is not None and row.get("ra_deg") is not None and row.get("dec_deg") is not None:
+            try:
+                radii = _bin_radii(path, float(row["ra_deg"]), float(row["dec_deg"]))
+            except (OSError, ValueError, InputError) as exc:
+                log.warning("%s: cannot read the bin map %s (%s); keeping the recorded radii", name, path, exc)
+        if radii is None or not all(int(b) in radii for b in bins[sel]):
+            if sel.any():
+                kept.append(name)
+            continue
+        ratio = r_arcmin[sel] / r_r500[sel]
+        ok = np.isfinite(ratio) & (ratio > 0)
+        r500_arcmin = float(np.median(ratio[ok])) if ok.any() else math.nan
+        new = np.array([radii[int(b)] for b in bins[sel]])
+        r_arcmin[sel] = new
+        r_r500[sel] = new / r500_arcmin
+    out = regions
+    for name, values in (("r_arcmin", r_arcmin), ("r_r500", r_r500)):
+        arr = pa.array([None if not math.isfinite(v) else float(v) for v in values], pa.float64())
+        i = out.schema.get_field_index(name)
+        out = out.set_column(i, name, arr) if i >= 0 else out.append_column(name, arr)
+    return out, kept
 
 
 def summarise_clusters(regions: pa.Table, *, radius_scale: str, run_id: str = "") -> pa.Table:
@@ -529,6 +600,10 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *, 
         msg = f"{store_path}: run {rid} has no regions (no cluster was binned and measured); nothing to study"
         raise InputError(msg)
     notes: list[str] = []
+    regions, kept = bin_radii(regions, clusters)
+    if kept:
+        notes.append(f"no bin map for {', '.join(kept[:10])}{' …' if len(kept) > 10 else ''}: their radii are "
+                     "the recorded centroid distances")
     r500_known = np.isfinite(_col(regions, "r_r500"))
     scale = "r500" if r500_known.all() else "arcmin"
     if scale == "arcmin" and r500_known.any():
