@@ -120,3 +120,24 @@ def test_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hdu = mos.to_hdu()
     assert hdu.header["BUNIT"] == UNIT
+
+
+def test_cli_coverage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import xmine.cli as cli
+
+    if "xmine.cli.catalog_tools" not in cli.COMMAND_MODULES:  # until the lead registers the module
+        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "xmine.cli.catalog_tools"))
+    monkeypatch.chdir(tmp_path)
+    _map(tmp_path / "a.fits", RA0, DEC0)
+    assert cli.main(["coverage", "a.fits", "--out", "cov.ecsv", "--plot", "cov.png", "--mosaic", "m.fits"]) == 0
+    assert "deg2 covered" in capsys.readouterr().out
+    from astropy.table import Table
+
+    cov = Table.read(tmp_path / "cov.ecsv")
+    assert cov["area_deg2"][-1] == pytest.approx(_disc_deg2(np.array(RMAX))[()], rel=0.02)
+    assert (tmp_path / "cov.png").exists()
+    _map(tmp_path / "nowcs.fits", RA0, DEC0, wcs=False)
+    assert cli.main(["coverage", "nowcs.fits"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xmine: error: nowcs.fits: the sensitivity map has no sky WCS")
+    assert err.count("\n") == 1

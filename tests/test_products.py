@@ -8,11 +8,13 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from tests.conftest import skip_or_fail
+from tests.query.conftest import dachs
 
 from xmine.errors import InputError, ServiceError
 from xmine.products import (
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
 from products_http import ProductServer, SimSource, expected_channel_counts, make_products
 
 pytestmark = pytest.mark.integration
+__all__ = ["dachs"]  # the local DaCHS fixture of tests/query, for resolving names through TAP
 
 ACIS = SimSource("2CXO J100030.0+021236", 90101, region_id=43, gamma=1.7, src_counts=4000.0)
 HRC = SimSource("2CXO J140150.2-122213", 90102, instrument="HRC-I",
@@ -214,3 +217,50 @@ def test_fit_downloaded_spectrum_recovers_temperature(server: ProductServer, tmp
     fit = fit_product_spectrum(res[0].path, nh_1e22=0.0, model="bremss")
     assert fit.kt_lo < THERMAL.kt_kev < fit.kt_hi or fit.kt_kev == pytest.approx(THERMAL.kt_kev, rel=0.1)
     assert fit.kt_kev == pytest.approx(THERMAL.kt_kev, rel=0.2)
+
+
+@pytest.fixture
+def xmine_main(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    import xmine.cli as cli
+
+    if "xmine.cli.catalog_tools" not in cli.COMMAND_MODULES:  # until the lead registers the module
+        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "xmine.cli.catalog_tools"))
+    monkeypatch.chdir(tmp_path)
+    return cli.main
+
+
+def test_cli_products_fetch_show_plot(server: ProductServer, xmine_main: Any, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from astropy.table import Table
+
+    Table(rows=[(r["name"], r["obsid"], r["obi"], r["region_id"], r["detect_stack_id"]) for r in ROWS],
+          names=["name", "obsid", "obi", "region_id", "detect_stack_id"]).write(tmp_path / "src.ecsv")
+    assert xmine_main(["products", "fetch", ACIS.name, "--sources", "src.ecsv", "--url", server.url,
+                       "--out", "prod"]) == 0
+    out = capsys.readouterr().out
+    assert "6 of 6 products in prod" in out
+    folder = tmp_path / "prod" / "2CXOJ100030.0+021236" / "90101_000"
+    assert xmine_main(["products", "show", str(folder)]) == 0
+    assert "net" in capsys.readouterr().out
+    assert xmine_main(["products", "plot", str(folder)]) == 0
+    assert (folder / "spectrum.png").exists()
+    assert (folder / "lightcurve.png").exists()
+    # errors: one line, exit 1
+    assert xmine_main(["products", "fetch", ACIS.name, "--sources", "src.ecsv", "--url", server.url,
+                       "--products", "pha,image"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xmine: error: unknown product type 'image'")
+    assert err.count("\n") == 1
+    assert xmine_main(["products", "fetch", "2CXO J000000.0+000000", "--sources", "src.ecsv",
+                       "--url", server.url]) == 1
+    assert "is not in the source table" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_cli_resolves_names_through_tap(dachs: dict[str, str], server: ProductServer, xmine_main: Any,
+                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XMINE_SERVICES__CSC21__TAP_URL", dachs["tap"])
+    assert xmine_main(["products", "fetch", "2CXO J000000.0+000000", "--url", server.url]) == 1
+    err = capsys.readouterr().err
+    assert "not found in csc21.master_source" in err
+    assert err.count("\n") == 1

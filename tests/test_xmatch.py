@@ -273,3 +273,27 @@ def test_conventions_and_bad_input(xray: Table) -> None:
         warnings.simplefilter("error")
         adql = upload_adql("ir.twomass_like", search_radius_arcsec=2.0, remote_err="err_maj", remote_err_kind="r95")
     assert "SQRT(u.sig_arcsec * u.sig_arcsec + (o.err_maj * 0.408" in adql
+
+
+@pytest.mark.integration
+def test_cli_xmatch(dachs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str]) -> None:
+    import xmine.cli as cli
+
+    if "xmine.cli.catalog_tools" not in cli.COMMAND_MODULES:  # until the lead registers the module
+        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "xmine.cli.catalog_tools"))
+    monkeypatch.chdir(tmp_path)
+    args = ["xmatch", "--tap", dachs["tap"], "--remote-table", "ir.twomass_like", "--remote-err", "err_maj",
+            "--remote-columns", "designation,j_m,k_m", "--sources", str(DACHS / "csc21" / "data" / "master_source.csv")]
+    assert cli.main([*args, "--out", "m.ecsv", "--plots", "plots"]) == 0
+    out = capsys.readouterr().out
+    assert "matches (upload path)" in out
+    assert len(Table.read(tmp_path / "m.ecsv")) > 150
+    assert (tmp_path / "plots" / "colour_hardness.png").exists()
+    assert (tmp_path / "plots" / "flux_magnitude.png").exists()
+    assert cli.main([*args, "--offline"]) == 0
+    assert "from cache" in capsys.readouterr().out
+    assert cli.main([*args, "--err-col", "pos_err"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xmine: error: source table has no column 'pos_err'")
+    assert err.count("\n") == 1

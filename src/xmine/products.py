@@ -17,8 +17,11 @@ so a client asks the CXC's CSC command-line interface (the one CIAO's
    uncompresses it to ``<filename>`` so that the ``RESPFILE``/``ANCRFILE``/``BACKFILE``
    names in the headers find their files for CIAO, Sherpa and XSPEC).
 
-``url`` is the ``services.csc21_products.url`` of the configuration (default
-:data:`DEFAULT_URL`), ``version`` ``rel2.1`` (or ``cur``).
+``url`` is ``services.csc21.products_url`` of the configuration (default
+:data:`DEFAULT_URL`), ``version`` ``rel2.1`` (or ``cur``). Which observations
+and regions a source has comes from the catalogue (:func:`query_source_observations`:
+``master_source`` → ``master_stack_assoc`` → ``stack_observation_assoc``) or a
+cached table of those columns.
 
 Integrity
 ---------
@@ -94,6 +97,7 @@ __all__ = [
     "load_spectrum",
     "plot_light_curve",
     "plot_spectrum",
+    "query_source_observations",
     "resolve_sources",
 ]
 
@@ -218,6 +222,54 @@ def resolve_sources(sources: Any, *, names: Sequence[str] | None = None) -> list
         wanted = {n.strip() for n in names}
         out = [r for r in out if r["name"] in wanted]
     return out
+
+
+def query_source_observations(names: Sequence[str], *, tap_url: str,
+                              master_source: str = "csc21.master_source",
+                              master_stack_assoc: str = "csc21.master_stack_assoc",
+                              stack_observation_assoc: str = "csc21.stack_observation_assoc",
+                              timeout_s: float = 300.0, retries: int = 3) -> Any:
+    """Ask the CSC TAP service for the observations and regions of named sources.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``name, detect_stack_id, region_id, obsid, obi`` (the input of :func:`fetch_products`).
+
+    Raises
+    ------
+    xmine.errors.InputError
+        No names, or a name the catalogue does not have.
+    """
+    from xmine.errors import NoResultsWarning
+    from xmine.vo import query_tap
+
+    clean = [n.strip() for n in names if n.strip()]
+    if not clean:
+        msg = "no source names given; name CSC sources like '2CXO J100030.0+021236'"
+        raise InputError(msg)
+    for table in (master_source, master_stack_assoc, stack_observation_assoc):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
+            msg = f"table name {table!r} is not a plain identifier"
+            raise InputError(msg)
+    quoted = ", ".join("'" + n.replace("'", "''") + "'" for n in clean)
+    adql = (f"SELECT m.name, a.detect_stack_id, a.region_id, b.obsid, b.obi "
+            f"FROM {master_source} AS m, {master_stack_assoc} AS a, {stack_observation_assoc} AS b "
+            f"WHERE m.name = a.name AND a.detect_stack_id = b.detect_stack_id AND a.region_id = b.region_id "
+            f"AND m.name IN ({quoted})")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoResultsWarning)
+        res = query_tap(adql, url=tap_url, timeout_s=timeout_s, retries=retries)
+    table = res.table  # type: ignore[union-attr]
+    found = {str(v).strip() for v in table["name"]}
+    unknown = [n for n in clean if n not in found]
+    if unknown:
+        msg = (f"source {unknown[0]!r} not found in {master_source} at {tap_url}"
+               f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}; check the name")
+        raise InputError(msg)
+    return table
 
 
 # ---------------------------------------------------------------------------- download

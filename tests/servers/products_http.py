@@ -340,8 +340,8 @@ class ProductServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, root: str | Path) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, root: str | Path, *, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.root = Path(root)
         raw = json.loads((self.root / "index.json").read_text())
         self.index = {tuple(r[:5]): r[5] for r in raw}
@@ -366,3 +366,48 @@ class ProductServer(ThreadingHTTPServer):
         self.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def sources_from_dachs_rows(names: list[str] | None = None, limit: int = 5) -> list[SimSource]:
+    """SimSources for the simulated CSC rows the local DaCHS serves (``dachs/csc21/data``)."""
+    import csv
+
+    data = Path(__file__).resolve().parent / "dachs" / "csc21" / "data"
+    with (data / "master_stack_assoc.csv").open() as fh:
+        assoc = list(csv.DictReader(fh))
+    with (data / "stack_observation_assoc.csv").open() as fh:
+        obs = list(csv.DictReader(fh))
+    out: list[SimSource] = []
+    wanted = names or sorted({a["name"] for a in assoc if not a["name"].endswith("X")})[:limit]
+    for a in assoc:
+        if a["name"] not in wanted:
+            continue
+        for o in obs:
+            if o["detect_stack_id"] == a["detect_stack_id"] and o["region_id"] == a["region_id"]:
+                out.append(SimSource(a["name"], int(o["obsid"]), obi=int(o["obi"]), region_id=int(a["region_id"]),
+                                     instrument=o.get("instrument") or "ACIS"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve simulated products of the local DaCHS sources: ``python tests/servers/products_http.py DIR``."""
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path, help="where the gzipped products are written")
+    ap.add_argument("names", nargs="*", help="CSC names (default: the first 5 point sources)")
+    ap.add_argument("--port", type=int, default=8765)
+    args = ap.parse_args(argv)
+    make_products(args.folder, sources_from_dachs_rows(args.names or None))
+    srv = ProductServer(args.folder, port=args.port).start()
+    print(f"csccli stand-in at {srv.url} (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()
