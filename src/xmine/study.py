@@ -557,8 +557,9 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *, out_dir: str | os.PathLike[str],
-              seed: int = 0, cluster_maps: bool = True, write_back: bool = True) -> StudyResult:
+def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *,
+              out_dir: str | os.PathLike[str] | None = None, seed: int = 0, cluster_maps: bool = True,
+              write_back: bool = True) -> StudyResult:
     """Study one run: summaries, classification, odd regions, plots, an HTML report, and the study tables.
 
     Parameters
@@ -567,8 +568,8 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *, 
         The DuckDB store holding the run's ``clusters``/``regions``/``profiles``.
     run_id : str, optional
         The run; default the latest finished run with results.
-    out_dir : path-like
-        Folder for the PNGs and ``index.html`` (created).
+    out_dir : path-like, optional
+        Folder for the PNGs and ``index.html`` (created); default ``study/<run_id>`` beside the store.
     seed : int, optional
         Seed of the classification's starts.
     cluster_maps : bool, optional
@@ -588,8 +589,7 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *, 
     xmine.errors.CacheError
         The store is missing, unreadable, or (to write back) held by another writer.
     """
-    out = Path(out_dir)
-    with open_store(store_path, read_only=True) as store:
+    with open_store(store_path, read_only=True, wait_s=30.0) as store:
         rid = _pick_run(store, run_id)
         clusters = store.query("SELECT * FROM clusters WHERE run_id = $r AND status = 'done' ORDER BY cluster",
                                {"r": rid})
@@ -599,6 +599,7 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *, 
     if regions.num_rows == 0:
         msg = f"{store_path}: run {rid} has no regions (no cluster was binned and measured); nothing to study"
         raise InputError(msg)
+    out = Path(out_dir) if out_dir is not None else Path(store_path).parent / "study" / rid
     notes: list[str] = []
     regions, kept = bin_radii(regions, clusters)
     if kept:
@@ -861,7 +862,7 @@ def _create_sql(name: str, columns: list[tuple[str, pa.DataType]], key: tuple[st
 def _write_tables(store_path: str | os.PathLike[str], run_id: str, clusters: pa.Table, regions: pa.Table) -> None:
     """Replace this run's rows of ``study_clusters``/``study_regions`` in one transaction."""
     try:
-        store = open_store(store_path)
+        store = open_store(store_path, wait_s=30.0)
     except CacheError as exc:
         msg = f"{exc}; the study's plots and report are written, its tables are not"
         raise CacheError(msg) from exc
