@@ -340,6 +340,8 @@ def test_whole_cluster_temperature_recovered(cluster_run, tmp_path):
     fit = fit_spectrum(row["pha_file"], nh_1e22=simspec.NH_CM2 / 1e22, redshift=spec.z, model="bremss")
     kt_true = float(truth.clusters[0]["kt_kev"])
     sigma = 0.5 * (fit.kt_hi - fit.kt_lo)
+    print(f"whole cluster: kT {fit.kt_kev:.2f} [{fit.kt_lo:.2f}, {fit.kt_hi:.2f}] keV (injected {kt_true}), "
+          f"{fit.n_counts} counts, {fit.stat}")
     assert abs(fit.kt_kev - kt_true) < 2.5 * sigma, (fit.kt_kev, fit.kt_lo, fit.kt_hi)
     assert sigma < 0.15 * kt_true
 
@@ -351,3 +353,39 @@ def test_extract_refuses_an_empty_bin_map(tmp_path):
     with pytest.raises(InputError, match="no bins"):
         extract_region_spectra(path, {1: {"evt2": "x", "gti": "y"}}, out_dir=tmp_path, bg_mask=np.ones((4, 4)),
                                bg_header=h)
+
+
+def test_combined_responses_are_exposure_and_area_weighted(tmp_path):
+    from xmine.simulate.responses import simulator_arf
+    from xmine.spectra import _combine_responses, write_arf, write_rmf
+
+    lo, hi, area = simulator_arf()
+    rlo, rhi, matrix, e_min, e_max = simulator_rmf()
+    shifted = np.roll(matrix, 3, axis=1)  # a gain shift of three channels
+    a1 = write_arf(tmp_path / "a1.arf", lo, hi, area)
+    a2 = write_arf(tmp_path / "a2.arf", lo, hi, 0.5 * area)
+    r1 = write_rmf(tmp_path / "r1.rmf", rlo, rhi, matrix, e_min, e_max)
+    r2 = write_rmf(tmp_path / "r2.rmf", rlo, rhi, shifted, e_min, e_max)
+    same = _combine_responses([(str(a1), str(r1)), (str(a1), str(r1))], [1.0, 3.0], tmp_path, "same")
+    assert same == (str(a1), str(r1))  # identical files are reused
+    arf, rmf = _combine_responses([(str(a1), str(r1)), (str(a2), str(r2))], [1.0, 3.0], tmp_path, "mix")
+    _fitsverify(Path(arf))
+    _fitsverify(Path(rmf))
+    assert np.allclose(read_arf(arf)[2], (1.0 * area + 3.0 * 0.5 * area) / 4.0, rtol=1e-6)
+    got = read_rmf(rmf)[2]
+    keep = got > 1e-4
+    assert np.allclose(got[keep], ((matrix + 1.5 * shifted) / 2.5)[keep], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_every_bin_fits_near_the_injected_temperature(cluster_run):
+    from xmine.fit import fit_region_spectra
+
+    _root, truth, spec, _config, _result, table, _ = cluster_run
+    fits_table = fit_region_spectra(table, nh_1e22=simspec.NH_CM2 / 1e22, redshift=spec.z, model="bremss",
+                                    errors=False)
+    assert len(fits_table) == int(np.sum(table["obsid"] == 0))
+    assert np.all(np.isfinite(fits_table["kt_kev"])), list(fits_table["note"])
+    kt_true = float(truth.clusters[0]["kt_kev"])
+    assert np.median(fits_table["kt_kev"]) == pytest.approx(kt_true, rel=0.2)
+    assert set(fits_table["stat"]) == {"wstat"}
