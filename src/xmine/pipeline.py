@@ -229,6 +229,9 @@ _STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "crop": ("process.crop_radius_arcmin",),
     "contbin": ("binning.*", "process.binning_input", "process.flux_k"),
     "profile": ("process.profile_bins", "process.crop_radius_arcmin"),
+    "measure": ("measure.*", "process.bg_inner_arcmin"),
+    "spectra": ("spectra.*", "events.grades", "events.status_zero", "process.bg_inner_arcmin"),
+    "fit": ("fit.*",),
 }
 
 
@@ -598,6 +601,98 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
                         "mask": Path(cr["mask"]), **_params(config, "profile")}, _profile)
     result.outputs["profile"] = pf
 
+    def _measure(folder: Path) -> dict[str, Any]:
+        from xmine import measure
+
+        table = measure.measure_cluster(result.outputs, cluster, cosmology=config.measure.cosmology,
+                                        arf=config.measure.arf)
+        per_bin = Path(ol["per_bin_fk5"]) if "per_bin_fk5" in ol else cdir / "outlines" / "fk5"
+        files = [per_bin / f"xaf_{int(b)}.reg" for b in table["bin_id"]]
+        table["outline_fk5"] = [_region_shapes(f) for f in files]
+        table["region_file"] = [str(f) if f.exists() else "" for f in files]
+        path = measure.write_regions(folder / "regions.fits", table)
+        return {"regions": str(path), "n_regions": len(table), "files": [str(path)]}
+
+    ms, _ = runner.run(item, "measure", cdir / "measure",
+                       {"binmap": Path(bn["binmap"]), "counts": Path(cr["counts"]), "merged": [
+                           Path(merged[b]) for b in ("broad", "soft", "hard") if b in merged],
+                        "background": Path(bk["background"]) if bk else None, "outlines": ol.get("files", []),
+                        "z": cluster.z, "r500": cluster.r500_kpc, "tx": cluster.tx_kev,
+                        **_params(config, "measure")}, _measure)
+    result.outputs["measure"] = ms
+
+    if not config.spectra.enabled:
+        return
+    responses = _responses(config.spectra.responses_dir, list(clean))
+
+    def _spectra(folder: Path) -> dict[str, Any]:
+        from xmine import spectra
+
+        table = spectra.extract_cluster_spectra(result.outputs, cluster, config=config, out_dir=folder,
+                                                responses=responses)
+        path = folder / "region_spectra.ecsv"
+        with atomic_write(path) as tmp:
+            table.write(tmp, format="ascii.ecsv")
+        files = [str(path), *sorted({str(f) for c in ("pha_file", "bkg_file") for f in table[c] if f})]
+        return {"table": str(path), "n_spectra": len(table), "files": files}
+
+    sp, _ = runner.run(item, "spectra", cdir / "spectra",
+                       {"binmap": Path(bn["binmap"]), "obs": {str(k): [v["evt2"], Path(v["gti"])]
+                                                              for k, v in clean.items()},
+                        "mask": Path(mk["mask"]), "responses": responses, **_params(config, "spectra")}, _spectra)
+    result.outputs["spectra"] = sp
+    if not config.fit.enabled:
+        return
+
+    def _fit(folder: Path) -> dict[str, Any]:
+        from astropy.table import Table
+
+        from xmine import fit
+
+        f = config.fit
+        table = fit.fit_region_spectra(Table.read(sp["table"], format="ascii.ecsv"), nh_1e22=f.nh_1e22,
+                                       redshift=cluster.z, model=f.model, emin=f.emin_kev, emax=f.emax_kev,
+                                       stat=f.stat, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg)
+        path = folder / "region_fits.ecsv"
+        with atomic_write(path) as tmp:
+            table.write(tmp, format="ascii.ecsv")
+        return {"table": str(path), "n_fits": len(table), "files": [str(path)]}
+
+    ft, _ = runner.run(item, "fit", cdir / "fit", {"spectra": Path(sp["table"]), "z": cluster.z,
+                                                   **_params(config, "fit")}, _fit)
+    result.outputs["fit"] = ft
+
+
+def _region_shapes(path: Path) -> str:
+    """Return the shapes of a DS9 region file (fk5) on one line, ``;``-separated; empty if there is none."""
+    if not path.exists():
+        return ""
+    shapes = [ln.strip() for ln in path.read_text().splitlines()
+              if ln.strip().lstrip("-").startswith(("polygon", "box", "circle", "ellipse"))]
+    return "; ".join(shapes)
+
+
+def _responses(folder: Path | None, obsids: Sequence[int]) -> dict[str, list[str]] | None:
+    """Find each obsid's ARF and RMF in ``folder`` (``*<obsid>*.arf``/``.rmf``, or the one pair there is)."""
+    if folder is None:
+        return None
+    d = Path(folder)
+    if not d.is_dir():
+        msg = f"spectra.responses_dir {d} is not a folder; give the folder of <obsid>.arf/<obsid>.rmf files"
+        raise InputError(msg)
+    arfs, rmfs = sorted(d.glob("*.arf")), sorted(d.glob("*.rmf"))
+    out: dict[str, list[str]] = {}
+    for obsid in obsids:
+        pattern = re.compile(rf"(?<!\d)0*{obsid}(?!\d)")
+        a = [f for f in arfs if pattern.search(f.name)] or (arfs if len(arfs) == 1 else [])
+        r = [f for f in rmfs if pattern.search(f.name)] or (rmfs if len(rmfs) == 1 else [])
+        if len(a) != 1 or len(r) != 1:
+            msg = (f"spectra.responses_dir {d}: found {len(a)} ARF and {len(r)} RMF for obsid {obsid}; "
+                   "keep one *<obsid>*.arf and one *<obsid>*.rmf per obsid (or a single pair for all)")
+            raise InputError(msg)
+        out[str(obsid)] = [str(a[0]), str(r[0])]
+    return out
+
 
 def _flux_image(counts_path: Path, exposure_path: Path, out: Path, *, k: float) -> Path:
     """Write the hand pipeline's binning input: ``k · rate · ⟨counts⟩/⟨rate⟩`` where exposure > 0, else 0.
@@ -647,7 +742,8 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
     """Read clusters to process from a table (CSV, ECSV, FITS).
 
     Columns: ``name``, ``ra_deg`` (or ``ra``), ``dec_deg`` (or ``dec``), ``obsids``
-    (space-, comma- or semicolon-separated) or one row per (name, ``obsid``), optional ``z``.
+    (space-, comma- or semicolon-separated) or one row per (name, ``obsid``), optional ``z``
+    (or ``redshift``), ``r500_kpc`` (or ``r500``, XCS's ``xcs_r500``) and ``tx_kev`` (or ``tx``).
 
     Parameters
     ----------
@@ -668,7 +764,9 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
 
     cname, cra, cdec = col("name"), col("ra_deg", "ra"), col("dec_deg", "dec")
     cobs = col("obsids", "obsid")
-    cz = cols.get("z")
+    cz = cols.get("z") or cols.get("redshift")
+    cr500 = next((cols[c] for c in ("r500_kpc", "r500", "xcs_r500") if c in cols), None)
+    ctx = next((cols[c] for c in ("tx_kev", "tx", "kt_kev") if c in cols), None)
     specs: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(t):
         name = str(row[cname]).strip()
@@ -693,14 +791,19 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
         if not obsids:
             msg = f"{p} row {i + 1} ({name}): no obsid given"
             raise InputError(msg)
-        spec = specs.setdefault(name, {"ra": ra, "dec": dec, "obsids": [], "z": None})
+        spec = specs.setdefault(name, {"ra": ra, "dec": dec, "obsids": [], "z": None, "r500": None, "tx": None})
         if abs(spec["ra"] - ra) * np.cos(np.radians(dec)) * 3600 > 5 or abs(spec["dec"] - dec) * 3600 > 5:
             msg = (f"{p} row {i + 1} ({name}): position {ra}, {dec} differs from the same name's earlier row "
                    f"({spec['ra']}, {spec['dec']}); give each cluster one position")
             raise InputError(msg)
         spec["obsids"].extend(o for o in obsids if o not in spec["obsids"])
-        if cz is not None and not np.ma.is_masked(row[cz]):
-            spec["z"] = float(row[cz])
+        for key, c in (("z", cz), ("r500", cr500), ("tx", ctx)):
+            if c is not None and not np.ma.is_masked(row[c]):
+                try:
+                    spec[key] = float(row[c])
+                except (TypeError, ValueError) as exc:
+                    msg = f"{p} row {i + 1} ({name}): {c} = {row[c]!r} is not a number"
+                    raise InputError(msg) from exc
     if not specs and not names:
         msg = f"{p}: no clusters in the sample"
         raise InputError(msg)
@@ -708,8 +811,8 @@ def load_cluster_sample(path: str | Path, *, names: Sequence[str] = ()) -> list[
     if missing:
         msg = f"{p}: no cluster named {', '.join(missing)}"
         raise InputError(msg)
-    return [ClusterSpec(name=n, ra_deg=s["ra"], dec_deg=s["dec"], obsids=tuple(s["obsids"]), z=s["z"])
-            for n, s in specs.items()]
+    return [ClusterSpec(name=n, ra_deg=s["ra"], dec_deg=s["dec"], obsids=tuple(s["obsids"]), z=s["z"],
+                        r500_kpc=s["r500"], tx_kev=s["tx"]) for n, s in specs.items()]
 
 
 def _read_table(p: Path, what: str) -> Any:

@@ -26,7 +26,7 @@ _Handler = Callable[[argparse.Namespace], int]
 
 
 #: Modules that add verbs (each defines ``add_commands(sub)``), in the order of ``xmine --help``.
-COMMAND_MODULES: tuple[str, ...] = ("xmine.cli.pipeline", "xmine.cli.catalog")
+COMMAND_MODULES: tuple[str, ...] = ("xmine.cli.pipeline", "xmine.cli.run", "xmine.cli.catalog")
 
 
 def _parser() -> argparse.ArgumentParser:
