@@ -10,7 +10,13 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from xmine.coverage import mosaic_sensitivity, pixel_solid_angle_deg2, plot_coverage, sky_coverage
+from xmine.coverage import (
+    mosaic_sensitivity,
+    pixel_solid_angle_deg2,
+    plot_coverage,
+    sensitivity_from_exposure,
+    sky_coverage,
+)
 from xmine.errors import InputError
 
 RA0, DEC0 = 150.0, 2.0
@@ -141,3 +147,23 @@ def test_cli_coverage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     err = capsys.readouterr().err
     assert err.startswith("xmine: error: nowcs.fits: the sensitivity map has no sky WCS")
     assert err.count("\n") == 1
+
+
+def test_sensitivity_from_simulated_exposure_map(tmp_path: Path) -> None:
+    from xmine.simulate import demo_truth, make_exposure_map, simulate_observation, write_exposure_map
+
+    truth = demo_truth(2026)
+    obsid = int(truth.observations["obsid"][0])
+    sim = simulate_observation(truth, obsid, seed=1, include=("particle",), bad_events=False)
+    emap = make_exposure_map(sim, bin_px=16.0)
+    path = write_exposure_map(emap, tmp_path / "expmap.fits")
+    hdu = sensitivity_from_exposure(path, min_counts=10)
+    assert hdu.header["BUNIT"] == "count/s"
+    expo = fits.getdata(path)
+    mos = mosaic_sensitivity([hdu])
+    cov = sky_coverage(mos, fluxes=[10 / expo.max() * 1.0001, 1e3])
+    # the deepest pixels reach 10 counts / max exposure; every exposed pixel is covered at a huge rate
+    assert cov["area_deg2"][0] > 0
+    covered = np.count_nonzero(expo > 0) * (16 * 0.492 / 3600) ** 2
+    assert cov["area_deg2"][1] == pytest.approx(covered, rel=0.03)
+

@@ -21,6 +21,10 @@ Approximations
   (θ the distance from the tangent point), exact for TAN to first order in the
   pixel size; for other projections the plane area is used unchanged.
 * A region is a cone; a pixel belongs to it when its centre does.
+* :func:`sensitivity_from_exposure` (for observations without a catalogue
+  sensitivity map, e.g. xmine's simulated ones) sets ``S_lim = N_min / t_exp``,
+  a count-rate limit for a fixed number of source counts: no background term,
+  no PSF growth off axis (CSC's maps include both). Use it for a first look only.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "mosaic_sensitivity",
     "pixel_solid_angle_deg2",
     "plot_coverage",
+    "sensitivity_from_exposure",
     "sky_coverage",
 ]
 
@@ -156,6 +161,33 @@ def _region_mask(wcs: WCS, shape: tuple[int, int], region: tuple[float, float, f
     from xmine.vo import angular_sep_deg
 
     return np.asarray(angular_sep_deg(ra, dec, ra0, dec0) <= radius)
+
+
+def sensitivity_from_exposure(expmap: str | os.PathLike[str], *, min_counts: float = 10.0) -> fits.PrimaryHDU:
+    """Return a count-rate sensitivity map ``S_lim = min_counts / exposure`` (counts/s) from an exposure map.
+
+    Parameters
+    ----------
+    expmap : path-like
+        Exposure map in seconds, with a sky WCS (xmine's simulated ``..._expmap.fits``).
+    min_counts : float, optional
+        Source counts needed for a detection (see the module docstring for what this leaves out).
+
+    Raises
+    ------
+    xmine.errors.InputError
+        No WCS, or ``min_counts`` not positive.
+    """
+    if not (math.isfinite(min_counts) and min_counts > 0):
+        msg = f"min_counts = {min_counts!r}; give a positive number of counts"
+        raise InputError(msg)
+    data, wcs, _, _ = load_sensitivity_map(expmap)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_lim = np.where(np.isfinite(data) & (data > 0), min_counts / data, np.nan)
+    hdu = fits.PrimaryHDU(s_lim, header=wcs.to_header())
+    hdu.header["BUNIT"] = "count/s"
+    hdu.header["HISTORY"] = f"xmine: {min_counts:g} counts / exposure of {Path(expmap).name}"
+    return hdu
 
 
 def mosaic_sensitivity(maps: Sequence[str | os.PathLike[str] | fits.ImageHDU | fits.PrimaryHDU], *,

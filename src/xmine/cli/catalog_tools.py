@@ -168,10 +168,13 @@ def _cmd_xmatch(args: argparse.Namespace) -> int:
 
 
 def _cmd_coverage(args: argparse.Namespace) -> int:
-    from xmine.coverage import mosaic_sensitivity, plot_coverage, sky_coverage
+    from xmine.coverage import mosaic_sensitivity, plot_coverage, sensitivity_from_exposure, sky_coverage
 
     region = tuple(args.region) if args.region else None
-    mos = mosaic_sensitivity(args.maps, region=region, pixel_arcsec=args.pixel_arcsec)  # type: ignore[arg-type]
+    maps: list[Any] = list(args.maps)
+    if args.from_exposure:
+        maps = [sensitivity_from_exposure(m, min_counts=args.min_counts) for m in maps]
+    mos = mosaic_sensitivity(maps, region=region, pixel_arcsec=args.pixel_arcsec)  # type: ignore[arg-type]
     cov = sky_coverage(mos, n_fluxes=args.n_fluxes)
     total = cov.meta["total_area_deg2"]
     rows = [(f, a) for f, a in zip(cov["flux"], cov["area_deg2"], strict=True)][:: max(1, len(cov) // 10)]
@@ -252,6 +255,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--region", nargs=3, type=float, metavar=("RA", "DEC", "RADIUS_DEG"), help="cone to cover")
     p.add_argument("--pixel-arcsec", type=float, help="mosaic pixel (default: the finest input pixel)")
     p.add_argument("--n-fluxes", type=int, default=60, help="flux grid size (log-spaced)")
+    p.add_argument("--from-exposure", action="store_true",
+                   help="the maps are exposure maps (s): use S_lim = --min-counts / exposure (count/s; no background)")
+    p.add_argument("--min-counts", type=float, default=10.0, help="source counts for a detection (--from-exposure)")
     p.add_argument("--out", help="write the table (ECSV, FITS, CSV by suffix)")
     p.add_argument("--plot", help="write the area-flux curve (PNG)")
     p.add_argument("--mosaic", help="write the mosaicked sensitivity map (FITS)")
