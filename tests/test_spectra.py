@@ -389,3 +389,21 @@ def test_every_bin_fits_near_the_injected_temperature(cluster_run):
     kt_true = float(truth.clusters[0]["kt_kev"])
     assert np.median(fits_table["kt_kev"]) == pytest.approx(kt_true, rel=0.2)
     assert set(fits_table["stat"]) == {"wstat"}
+
+
+def test_resolve_responses(tmp_path):
+    from xmine.spectra import resolve_responses
+
+    folder = tmp_path / "resp"
+    folder.mkdir()
+    for name in ("acisf09774_src.arf", "acisf09774_src.rmf", "acisf197740_src.arf", "notes.txt"):
+        (folder / name).write_text("x")
+    got = resolve_responses(folder, [9774], out_dir=tmp_path)
+    assert got == {9774: (str(folder / "acisf09774_src.arf"), str(folder / "acisf09774_src.rmf"))}
+    with pytest.raises(InputError, match="no ARF for obsid 1234"):
+        resolve_responses(folder, [1234], out_dir=tmp_path)
+    sim = resolve_responses("simulator", [1, 2], out_dir=tmp_path / "sim")
+    assert sim[1] == sim[2]
+    assert Path(sim[1][1]).name == "xmine_sim.rmf"
+    assert resolve_responses({5: {"arf": "a.arf", "rmf": "b.rmf"}}, [5], out_dir=tmp_path)[5][0].endswith("a.arf")
+    assert resolve_responses(None, [5], out_dir=tmp_path) is None

@@ -83,6 +83,7 @@ __all__ = [
     "extract_region_spectra",
     "read_arf",
     "read_rmf",
+    "resolve_responses",
     "write_arf",
     "write_pha",
     "write_rmf",
@@ -473,11 +474,7 @@ def _response_for(responses: Mapping[Any, Any] | None, bin_id: int, obsid: int) 
     got = responses.get((bin_id, obsid), responses.get(obsid, responses.get(str(obsid))))
     if got is None:
         return None
-    if isinstance(got, Mapping):
-        arf, rmf = got.get("arf"), got.get("rmf")
-    else:
-        arf, rmf = got
-    return str(Path(arf).resolve()) if arf else "", str(Path(rmf).resolve()) if rmf else ""
+    return _response_pair(got)
 
 
 def _combined_background_backscal(s_comb: float, t_comb: float, tb_comb: float, parts: Sequence[tuple[int, float,
@@ -702,8 +699,66 @@ def _combined_header(parts: Sequence[Mapping[str, Any]], per_obs: Mapping[int, M
     return h
 
 
+def resolve_responses(responses: Mapping[Any, Any] | str | os.PathLike[str] | None, obsids: Sequence[int], *,
+                      out_dir: str | os.PathLike[str]) -> dict[Any, tuple[str, str]] | None:
+    """Turn the ways a user names responses into obsid → (ARF, RMF).
+
+    Parameters
+    ----------
+    responses : mapping, str, path-like or None
+        A mapping (returned with absolute paths); ``"simulator"`` for xmine's simulated observations (the
+        simulator's own ARF/RMF, :mod:`xmine.simulate.responses`, written into ``out_dir``); or a folder
+        holding one ``*<obsid>*.arf`` and one ``*<obsid>*.rmf`` per obsid (e.g. CIAO ``specextract``
+        outputs; the obsid must not be part of a longer number). None: no responses.
+    obsids : sequence of int
+    out_dir : path-like
+        Where the simulator's responses are written.
+
+    Raises
+    ------
+    xmine.errors.InputError
+        A folder lacks an obsid's ARF or RMF, or holds several.
+    """
+    import re
+
+    if responses is None:
+        return None
+    if isinstance(responses, Mapping):
+        return {k: _response_pair(v) for k, v in responses.items()}
+    if str(responses) == "simulator":
+        from xmine.simulate.responses import write_simulator_responses
+
+        arf, rmf = write_simulator_responses(Path(out_dir))
+        return {int(o): (str(arf.resolve()), str(rmf.resolve())) for o in obsids}
+    folder = Path(responses)
+    if not folder.is_dir():
+        msg = f"responses {folder}: not a folder; give a folder of *<obsid>*.arf/.rmf files, 'simulator' or a mapping"
+        raise InputError(msg)
+    out: dict[Any, tuple[str, str]] = {}
+    for obsid in obsids:
+        pattern = re.compile(rf"(?<!\d)0*{int(obsid)}(?!\d)")
+        pair = []
+        for kind in ("arf", "rmf"):
+            found = sorted(p for p in folder.iterdir() if pattern.search(p.name) and kind in p.name.lower()
+                           and p.suffix.lower() in (f".{kind}", ".fits", ".gz"))
+            if len(found) != 1:
+                what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
+                msg = (f"responses {folder}: {what} {kind.upper()} for obsid {obsid}; keep exactly one "
+                       f"*{obsid}*.{kind} there")
+                raise InputError(msg)
+            pair.append(str(found[0].resolve()))
+        out[int(obsid)] = (pair[0], pair[1])
+    return out
+
+
+def _response_pair(value: Any) -> tuple[str, str]:
+    arf, rmf = (value.get("arf"), value.get("rmf")) if isinstance(value, Mapping) else value
+    return (str(Path(arf).resolve()) if arf else "", str(Path(rmf).resolve()) if rmf else "")
+
+
 def extract_cluster_spectra(outputs: Mapping[str, Any], cluster: Any, *, config: Any,
-                            out_dir: str | os.PathLike[str], responses: Mapping[Any, Any] | None = None) -> Table:
+                            out_dir: str | os.PathLike[str],
+                            responses: Mapping[Any, Any] | str | os.PathLike[str] | None = None) -> Table:
     """Region spectra of one processed cluster from :class:`xmine.pipeline.ClusterResult` outputs.
 
     The background region is the pipeline's: an annulus beyond ``process.bg_inner_arcmin`` around the
@@ -718,8 +773,9 @@ def extract_cluster_spectra(outputs: Mapping[str, Any], cluster: Any, *, config:
     config : xmine.config.XmineConfig
         ``events.grades``, ``events.status_zero``, ``process.bg_inner_arcmin`` are used.
     out_dir : path-like
-    responses : mapping, optional
-        See :func:`extract_region_spectra`.
+    responses : mapping, str or path-like, optional
+        A mapping as :func:`extract_region_spectra` takes, ``"simulator"`` or a folder: see
+        :func:`resolve_responses`.
     """
     from xmine.masks import image_wcs
 
@@ -737,6 +793,7 @@ def extract_cluster_spectra(outputs: Mapping[str, Any], cluster: Any, *, config:
     pix_arcsec = float(np.sqrt(abs(np.linalg.det(image_wcs(header).pixel_scale_matrix)))) * 3600.0
     yy, xx = np.mgrid[0:keep.shape[0], 0:keep.shape[1]]
     annulus = np.hypot(xx - float(x), yy - float(y)) >= config.process.bg_inner_arcmin * 60.0 / pix_arcsec
+    resolved = resolve_responses(responses, [int(o) for o in observations], out_dir=Path(out_dir) / "responses")
     return extract_region_spectra(binmap, observations, out_dir=out_dir, bg_mask=annulus & keep, bg_header=header,
                                   grades=tuple(config.events.grades), status_zero=config.events.status_zero,
-                                  responses=responses)
+                                  responses=resolved)
