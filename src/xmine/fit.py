@@ -189,7 +189,7 @@ def _wabs_class() -> Any:
 
     from xmine.simulate.spectra import wabs_transmission
 
-    class XmineWabs(ArithmeticModel):
+    class XmineWabs(ArithmeticModel):  # type: ignore[misc]
         """ISM photoelectric absorption, Morrison & McCammon (1983) as XSPEC's wabs; nH in 1e22 cm^-2."""
 
         def __init__(self, name: str = "xmine_wabs") -> None:
@@ -217,7 +217,7 @@ def _bremss_class() -> Any:
 
     from xmine.simulate.spectra import thermal_continuum
 
-    class XmineBremss(ArithmeticModel):
+    class XmineBremss(ArithmeticModel):  # type: ignore[misc]
         """Thermal bremsstrahlung continuum, Born Gaunt factor (xmine.simulate.spectra.thermal_continuum)."""
 
         def __init__(self, name: str = "xmine_bremss") -> None:

@@ -96,7 +96,7 @@ def thermal_continuum(energy_kev: FloatArray, kt_kev: float) -> FloatArray:
     """
     e = np.asarray(energy_kev, dtype=np.float64)
     kt = float(kt_kev)
-    return born_gaunt_factor(e, kt) * np.exp(-e / kt) / (e * np.sqrt(kt))
+    return np.asarray(born_gaunt_factor(e, kt) * np.exp(-e / kt) / (e * np.sqrt(kt)), dtype=np.float64)
 
 
 #: Morrison & McCammon (1983, ApJ 270, 119) Table 2: lower edge (keV) of each range and the fit coefficients of
