@@ -148,7 +148,7 @@ def pixel_solid_angle_deg2(wcs: WCS, shape: tuple[int, int]) -> np.ndarray:
     ra0, dec0 = (math.radians(v) for v in wcs.wcs.crval[:2])
     d = np.radians(dec)
     cos_t = np.sin(d) * math.sin(dec0) + np.cos(d) * math.cos(dec0) * np.cos(np.radians(ra) - ra0)
-    return a0 * np.clip(cos_t, 0.0, 1.0) ** 3
+    return np.asarray(a0 * np.clip(cos_t, 0.0, 1.0) ** 3, dtype=float)
 
 
 def _region_mask(wcs: WCS, shape: tuple[int, int], region: tuple[float, float, float] | None) -> np.ndarray:

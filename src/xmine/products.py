@@ -206,6 +206,9 @@ def resolve_sources(sources: Any, *, names: Sequence[str] | None = None) -> list
     seen: set[tuple[str, int, int, int]] = set()
     for name, obsid, obi, region, ins in zip(get["name"], get["obsid"], get["obi"], get["region_id"], inst,
                                              strict=True):
+        if obsid is None or obi is None or region is None:
+            msg = f"source {name!r} has no obsid/obi/region_id in the source table; drop that row or query it again"
+            raise InputError(msg)
         key = (str(name).strip(), int(obsid), int(obi), int(region))
         if key in seen:
             continue

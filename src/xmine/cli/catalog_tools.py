@@ -174,7 +174,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
     maps: list[Any] = list(args.maps)
     if args.from_exposure:
         maps = [sensitivity_from_exposure(m, min_counts=args.min_counts) for m in maps]
-    mos = mosaic_sensitivity(maps, region=region, pixel_arcsec=args.pixel_arcsec)  # type: ignore[arg-type]
+    mos = mosaic_sensitivity(maps, region=region, pixel_arcsec=args.pixel_arcsec)
     cov = sky_coverage(mos, n_fluxes=args.n_fluxes)
     total = cov.meta["total_area_deg2"]
     rows = [(f, a) for f, a in zip(cov["flux"], cov["area_deg2"], strict=True)][:: max(1, len(cov) // 10)]
