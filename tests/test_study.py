@@ -129,6 +129,7 @@ def test_odd_region_detector_flags_an_injected_region():
     assert odd.mean() < 0.05
 
 
+@pytest.mark.slow
 def test_population_split_is_recovered(population_run, tmp_path):
     _root, truth, config = population_run
     result = study_run(config.project.store, out_dir=tmp_path / "study")
@@ -169,6 +170,7 @@ def test_population_split_is_recovered(population_run, tmp_path):
     assert nr["n"] == nreg["n"]
 
 
+@pytest.mark.slow
 def test_study_errors_are_one_line(population_run, tmp_path):
     _root, _truth, config = population_run
     with pytest.raises(InputError, match="no results for run 'nope'"):
@@ -184,3 +186,55 @@ def test_study_errors_are_one_line(population_run, tmp_path):
         store.finish_run("r0")
     with pytest.raises(InputError, match="run r0 has no regions"):
         study_run(empty, out_dir=tmp_path)
+
+
+@pytest.fixture
+def study_cli(population_run, tmp_path, monkeypatch):
+    """``xmine.cli.main`` with the study verb registered, and a project file naming the population's store."""
+    import xmine.cli
+
+    if "xmine.cli.study" not in xmine.cli.COMMAND_MODULES:
+        monkeypatch.setattr(xmine.cli, "COMMAND_MODULES", (*xmine.cli.COMMAND_MODULES, "xmine.cli.study"))
+    toml = tmp_path / "xmine.toml"
+    toml.write_text(f'[project]\nstore = "{population_run[2].project.store}"\n')
+    return xmine.cli.main, toml, population_run[2].project.store
+
+
+@pytest.mark.slow
+def test_study_command_and_recipes(study_cli, tmp_path, capsys):
+    main, toml, store_path = study_cli
+    assert main(["--config", str(toml), "study", RUN_ID, "--out", str(tmp_path / "s"), "--no-maps"]) == 0
+    out = capsys.readouterr().out
+    assert "SIMPOP-001" in out
+    assert "cool-core-like" in out
+    assert str(tmp_path / "s" / "index.html") in out
+    assert main(["--config", str(toml), "study", "no-such-run"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xmine: error:")
+    assert "no results for run 'no-such-run'" in err
+    assert len(err.splitlines()) == 1
+    # recipes on the same store (the hardness profile reads the study_regions the command wrote)
+    assert main(["--config", str(toml), "sql", "study_sb_profiles", "-p", f"run_id={RUN_ID}",
+                 "-p", "cluster=SIMPOP-004", "--out", str(tmp_path / "sb.csv")]) == 0
+    sb = Table.read(tmp_path / "sb.csv", format="ascii.csv")
+    assert len(sb) >= 5
+    assert set(sb["cluster"]) == {"SIMPOP-004"}
+    assert np.all(np.diff(sb["annulus"]) > 0)
+    ok = np.isfinite(sb["r_mean_r500"])
+    assert np.all(sb["r_mean_r500"][ok] < sb["r_mean_arcsec"][ok])  # R500 is arcminutes, so r/r500 < r/arcsec
+    assert main(["--config", str(toml), "sql", "study_hardness_profiles", "-p", f"run_id={RUN_ID}",
+                 "-p", "bin_width=0.05", "--out", str(tmp_path / "hr.csv")]) == 0
+    hr = Table.read(tmp_path / "hr.csv", format="ascii.csv")
+    assert set(hr["cluster"]) == {f"SIMPOP-{i:03d}" for i in range(1, N_CLUSTERS + 1)}
+    assert np.all(hr["radius_hi"] - hr["radius_lo"] == pytest.approx(0.05))
+    with open_store(store_path, read_only=True) as store:
+        total = store.query("SELECT count(*) AS n FROM regions WHERE run_id = $r", {"r": RUN_ID}).to_pylist()[0]["n"]
+        above = store.query("SELECT count(*) AS n FROM regions WHERE run_id = $r AND hr > -0.4",
+                            {"r": RUN_ID}).to_pylist()[0]["n"]
+    assert main(["--config", str(toml), "sql", "study_hard_regions", "-p", f"run_id={RUN_ID}",
+                 "-p", "threshold=-0.4", "--out", str(tmp_path / "hard.csv")]) == 0
+    hard = Table.read(tmp_path / "hard.csv", format="ascii.csv")
+    assert 0 < len(hard) == above < total
+    assert np.all(hard["hr"] > -0.4)
+    assert np.all(np.diff(hard["hr"]) <= 0)
+
