@@ -91,9 +91,13 @@ def test_overlapping_maps_take_the_minimum(tmp_path: Path) -> None:
 
 
 def test_region_cuts_the_area(tmp_path: Path) -> None:
-    mos = mosaic_sensitivity([_map(tmp_path / "a.fits", RA0, DEC0)], region=(RA0, DEC0, 60.0 / 3600))
+    far = _map(tmp_path / "far.fits", RA0 + 1.0, DEC0)  # a stack 1 degree away does not cover the region
+    mos = mosaic_sensitivity([_map(tmp_path / "a.fits", RA0, DEC0), far], region=(RA0, DEC0, 60.0 / 3600))
+    assert mos.inputs == [str(tmp_path / "a.fits")]
     cov = sky_coverage(mos, fluxes=[S0 * 100])
     assert cov["area_deg2"][0] == pytest.approx(_disc_deg2(np.array(60.0))[()], rel=0.04)
+    with pytest.raises(InputError, match="none of the 1 sensitivity maps reaches the region"):
+        mosaic_sensitivity([far], region=(RA0, DEC0, 60.0 / 3600))
 
 
 def test_tan_pixel_area_falls_as_cos_cubed() -> None:

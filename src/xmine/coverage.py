@@ -67,7 +67,7 @@ class SensitivityMosaic:
     unit : str
         The maps' BUNIT ("" if none).
     inputs : list of str
-        The maps, in order.
+        The maps used (those reaching the region), in order.
     """
 
     s_lim: np.ndarray
@@ -190,6 +190,18 @@ def sensitivity_from_exposure(expmap: str | os.PathLike[str], *, min_counts: flo
     return hdu
 
 
+def _reaches(wcs: WCS, shape: tuple[int, ...], region: tuple[float, float, float]) -> bool:
+    """Tell whether a map's extent (centre and half-diagonal) comes within the region's radius of its centre."""
+    from xmine.vo import angular_sep_deg
+
+    ny, nx = shape[:2]
+    xs = np.array([0, nx - 1, 0, nx - 1, (nx - 1) / 2])
+    ys = np.array([0, 0, ny - 1, ny - 1, (ny - 1) / 2])
+    ra, dec = wcs.all_pix2world(xs, ys, 0)
+    half_diag = float(np.max(angular_sep_deg(ra[:4], dec[:4], ra[4], dec[4])))
+    return float(angular_sep_deg(ra[4], dec[4], region[0], region[1])) <= region[2] + half_diag
+
+
 def mosaic_sensitivity(maps: Sequence[str | os.PathLike[str] | fits.ImageHDU | fits.PrimaryHDU], *,
                        region: tuple[float, float, float] | None = None,
                        pixel_arcsec: float | None = None) -> SensitivityMosaic:
@@ -200,7 +212,8 @@ def mosaic_sensitivity(maps: Sequence[str | os.PathLike[str] | fits.ImageHDU | f
     maps : sequence of path-like or image HDU
         The maps (each with a sky WCS and the same BUNIT).
     region : (ra_deg, dec_deg, radius_deg), optional
-        Centre the grid on this cone and cover just it (default: a grid covering all maps).
+        Centre the grid on this cone and cover just it; maps that do not reach it
+        are left out (default: a grid covering all maps).
     pixel_arcsec : float, optional
         Output pixel size (default: the finest input pixel).
 
@@ -224,6 +237,14 @@ def mosaic_sensitivity(maps: Sequence[str | os.PathLike[str] | fits.ImageHDU | f
     if len(units) > 1:
         msg = f"sensitivity maps in different units {sorted(units)}; give maps of one band and unit"
         raise InputError(msg)
+    if region is not None:
+        # the stacks covering the region: maps whose extent reaches the cone
+        kept = [m for m in loaded if _reaches(m[1], m[0].shape, region)]
+        if not kept:
+            msg = (f"none of the {len(loaded)} sensitivity maps reaches the region "
+                   f"(RA {region[0]}, Dec {region[1]}, radius {region[2]} deg); give the maps of the stacks there")
+            raise InputError(msg)
+        loaded = kept
     inputs = []
     for data, wcs, _, _ in loaded:
         clean = np.where(np.isfinite(data) & (data > 0), data, np.nan)
