@@ -293,8 +293,8 @@ def sky_coverage(mosaic: SensitivityMosaic, *, fluxes: Sequence[float] | np.ndar
     mosaic : SensitivityMosaic
         From :func:`mosaic_sensitivity`.
     fluxes : array-like, optional
-        Fluxes S (the maps' unit). Default: ``n_fluxes`` log-spaced from the
-        lowest to the highest limit in the mosaic.
+        Fluxes S (the maps' unit). Default: ``n_fluxes − 1`` log-spaced from the
+        lowest limit to where 99.9 % of the area is covered, and the highest limit.
 
     Returns
     -------
@@ -310,7 +310,13 @@ def sky_coverage(mosaic: SensitivityMosaic, *, fluxes: Sequence[float] | np.ndar
     vals, cum = vals[order], np.cumsum(areas[order])
     total = float(cum[-1]) if cum.size else 0.0
     if fluxes is None:
-        grid = np.array([], dtype=float) if vals.size == 0 else np.geomspace(vals[0], vals[-1], n_fluxes)
+        if vals.size == 0:
+            grid = np.array([], dtype=float)
+        else:
+            # log-spaced up to 99.9 % of the area (edge pixels of tiny exposure reach far), then the last limit
+            top = float(vals[min(int(np.searchsorted(cum, 0.999 * total)), vals.size - 1)])
+            grid = np.geomspace(vals[0], max(top, vals[0] * 1.0001), n_fluxes - 1)
+            grid = np.append(grid, vals[-1]) if vals[-1] > grid[-1] else np.geomspace(vals[0], vals[-1], n_fluxes)
     else:
         grid = np.asarray(fluxes, dtype=float)
     idx = np.searchsorted(vals, grid, side="right")
