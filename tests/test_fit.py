@@ -134,7 +134,8 @@ def test_100_spectra_at_5kev_through_the_9774_responses_are_unbiased(shared_data
         kts.append(res.kt_kev)
     kts = np.array(kts)
     bias, scatter = float(kts.mean() - 5.0), float(kts.std(ddof=1))
-    print(f"kT: mean bias {bias:+.3f} keV, scatter {scatter:.3f} keV, conf 1 sigma {0.5 * (one.kt_hi - one.kt_lo):.3f}, "
+    half = 0.5 * (one.kt_hi - one.kt_lo)
+    print(f"kT: mean bias {bias:+.3f} keV, scatter {scatter:.3f} keV, conf 1 sigma {half:.3f}, "
           f"{one.n_counts} counts, dof {one.dof}")
     assert abs(bias) < scatter
     assert abs(bias) < 3 * scatter / np.sqrt(kts.size), (bias, scatter)
