@@ -141,3 +141,18 @@ def test_100_spectra_at_5kev_through_the_9774_responses_are_unbiased(shared_data
     assert abs(bias) < 3 * scatter / np.sqrt(kts.size), (bias, scatter)
     half = 0.5 * (one.kt_hi - one.kt_lo)
     assert half == pytest.approx(scatter, rel=0.35), (half, scatter)
+
+
+def test_config_model_names_and_cstat_with_a_background(tmp_path):
+    arf, rmf = write_simulator_responses(tmp_path)
+    bkg = write_pha(tmp_path / "bkg.pi", np.random.default_rng(4).poisson(0.5, 1024), exposure=1e4, backscal=1e-2,
+                    background=True)
+    rng = np.random.default_rng(5)
+    e = simspec.sample_energies("thermal", 5.0, 5000, rng)
+    pi = np.clip(np.floor(e * 1000.0 / 14.6).astype(int) + 1, 1, 1024)
+    src = write_pha(tmp_path / "src.pi", np.bincount(pi - 1, minlength=1024), exposure=1e4, backscal=1e-3,
+                    respfile=rmf, ancrfile=arf, backfile=bkg)
+    res = fit_spectrum(src, nh_1e22=0.03, model="brems", stat="cstat", errors=False)
+    assert res.model == "bremss"
+    assert any("cstat ignores the background" in w for w in res.warnings)
+    assert fit_spectrum(src, nh_1e22=0.03, model="brems", errors=False).stat == "wstat"

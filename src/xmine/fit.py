@@ -244,10 +244,16 @@ def _bremss_class() -> Any:
     return XmineBremss
 
 
+#: Names a user may give for the two models (the configuration's ``apec``/``brems`` included).
+_MODEL_ALIASES = {"auto": "auto", "bremss": "bremss", "brems": "bremss", "bremsstrahlung": "bremss",
+                  "xsapec": "xsapec", "apec": "xsapec"}
+
+
 def _resolve_model(model: str) -> str:
-    if model not in ("auto", "bremss", "xsapec"):
-        msg = f"fit model {model!r}: use 'auto', 'bremss' (xmine's continuum) or 'xsapec' (needs XSPEC)"
+    if str(model).lower() not in _MODEL_ALIASES:
+        msg = f"fit model {model!r}: use 'auto', 'bremss' (xmine's continuum) or 'xsapec'/'apec' (needs XSPEC)"
         raise InputError(msg)
+    model = _MODEL_ALIASES[str(model).lower()]
     if model == "auto":
         return "xsapec" if has_xspec() else "bremss"
     if model == "xsapec" and not has_xspec():
@@ -285,7 +291,8 @@ def fit_spectrum(pha_path: str | os.PathLike[str], *, nh_1e22: float | None = No
     redshift : float, optional
         Source redshift (fixed; 0 when not given).
     model : {"auto", "bremss", "xsapec"}
-        ``auto``: ``xsapec`` when sherpa has XSPEC, else xmine's bremsstrahlung continuum.
+        ``auto``: ``xsapec`` when sherpa has XSPEC, else xmine's bremsstrahlung continuum (``apec`` and
+        ``brems`` are accepted as the configuration's names).
     emin, emax : float
         Fitted band (keV).
     stat : {"auto", "cstat", "wstat", "chi2"}
@@ -352,6 +359,9 @@ def _fit_dataset(s: Any, label: str, *, nh_1e22: float, z: float, model: str, em
             raise InputError(msg)
         has_bkg = len(data.background_ids) > 0
         chosen = ("wstat" if has_bkg else "cstat") if stat == "auto" else stat
+        if chosen == "cstat" and has_bkg:
+            notes.append("cstat ignores the background spectrum (sherpa cannot subtract it under a Poisson "
+                         "likelihood): use wstat")
         s.set_analysis(1, "energy")
         if chosen == "chi2":
             s.group_counts(1, 20)
