@@ -150,23 +150,27 @@ def test_background_smoothing_kernel_equals_a_radius_by_radius_scan(integer):
     valid[:, 20:22] = False
     er = _exposure_ratio(shape, exp, bexp, None, None)
     P, qmin = _smoothing_planes(img, valid, bg, er)
-    assert P.shape[2] == (4 if integer else 5)
+    assert P.shape[2] == (3 if integer else 5)
     for sn in (3.0, 8.0, 15.0):
         s, rad = _smooth_kernel(P, valid, sn, qmin)
         s_ref, rad_ref = _first_radius_by_scan(P, valid, sn)
         np.testing.assert_array_equal(rad, rad_ref)
         np.testing.assert_array_equal(s, s_ref)
     if integer:
-        # the packed layout holds the same sums as the float64 one
+        # both packed layouts (F, N, B in one int64 or as three int32) hold the same sums as the float64 one
         from xmine.contbin import _disc_sums, _half_widths, _prefix_planes
 
-        P5 = _prefix_planes(img, valid, bg, er, True, False)
+        P4 = _prefix_planes(img, valid, bg, er, True, 2)
+        P5 = _prefix_planes(img, valid, bg, er, True, 0)
+        assert (P4.shape[2], P5.shape[2]) == (4, 5)
         hw, off = _half_widths(70)
-        a, b = np.empty(5), np.empty(5)
-        for yy, xx, r in ((0, 0, 60), (20, 23, 7), (40, 46, 13)):
+        a, b, c = np.empty(5), np.empty(5), np.empty(5)
+        for yy, xx, r in ((0, 0, 60), (20, 23, 7), (40, 46, 13), (11, 30, 4)):
             _disc_sums(P, yy, xx, r, hw, off, a)
-            _disc_sums(P5, yy, xx, r, hw, off, b)
-            np.testing.assert_array_equal(a, b)
+            _disc_sums(P4, yy, xx, r, hw, off, b)
+            _disc_sums(P5, yy, xx, r, hw, off, c)
+            np.testing.assert_array_equal(a, c)
+            np.testing.assert_array_equal(b, c)
 
 
 def test_smoothing_unreachable_uses_whole_image():

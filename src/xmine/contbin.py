@@ -120,6 +120,9 @@ __all__ = [
 
 _TRIM = np.float32(1e-7)
 _TIE_BOXES = (1, 2, 4, 8, 16)
+_SHIFT = 21  # bits per field when integer F, N, B share one int64 (see _prefix_planes)
+_FIELD = (1 << _SHIFT) - 1
+_BAND = 16  # rows smoothed side by side, sharing the cache (see _smooth_band_bg)
 
 
 class ContourBinWarning(XmineWarning):
@@ -230,6 +233,36 @@ def _disc_sums(P: np.ndarray, y0: int, x0: int, r: int, hw: np.ndarray, off: np.
         out[1] = s1
         return
     two = np.uint64(2)
+    if nk == 3:
+        # packed: W, Q as float64, then F + N·2^21 + B·2^42 as one int64 (see _prefix_planes)
+        Pi = P1.view(np.int64)
+        s2 = P1[ia] - P1[ib]
+        s4 = P1[ia + one] - P1[ib + one]
+        fnb = Pi[ia + two] - Pi[ib + two]
+        for dy in range(1, max(up, down) + 1):
+            w = hw[base + dy]
+            xr = min(nx, x0 + w + 1) * nk
+            xl = max(0, x0 - w) * nk
+            if dy <= up:
+                i = (y0 - dy) * stride
+                ia = np.uint64(i + xr)
+                ib = np.uint64(i + xl)
+                s2 += P1[ia] - P1[ib]
+                s4 += P1[ia + one] - P1[ib + one]
+                fnb += Pi[ia + two] - Pi[ib + two]
+            if dy <= down:
+                i = (y0 + dy) * stride
+                ia = np.uint64(i + xr)
+                ib = np.uint64(i + xl)
+                s2 += P1[ia] - P1[ib]
+                s4 += P1[ia + one] - P1[ib + one]
+                fnb += Pi[ia + two] - Pi[ib + two]
+        out[0] = float(fnb & _FIELD)
+        out[1] = float((fnb >> _SHIFT) & _FIELD)
+        out[2] = s2
+        out[3] = float(fnb >> (2 * _SHIFT))
+        out[4] = s4
+        return
     if nk == 4:
         # packed: W, Q as float64, then F, N, B as int32 (see _prefix_planes)
         Pi = P1.view(np.int32)
@@ -393,111 +426,130 @@ def _first_in(P: np.ndarray, y: int, x: int, a: int, Sa: np.ndarray, hi: int, t2
 
 
 @njit(cache=True)
-def _smooth_row_bg(P: np.ndarray, valid: np.ndarray, y: int, rmax: int, t2: float, qmin: float,
-                   hw: np.ndarray, off: np.ndarray, out: np.ndarray, rad: np.ndarray) -> None:
-    """Accumulative smoothing of row y with background: the first radius reaching S/N² ≥ t2, exactly.
+def _smooth_pixel_bg(P: np.ndarray, y: int, x: int, rmax: int, t2: float, qmin: float, hw: np.ndarray,
+                     off: np.ndarray, out: np.ndarray, rad: np.ndarray, k: int, hint: np.ndarray,
+                     cov: np.ndarray, ncov: np.ndarray, pr: np.ndarray, ps: np.ndarray, ph: np.ndarray,
+                     Sa: np.ndarray) -> None:
+    """Accumulative smoothing of unmasked pixel (x, y) with background: the first radius reaching S/N² ≥ t2.
 
     S/N need not grow with R here, so a radius is the answer only once every
     smaller one is excluded.  Radii are excluded a range at a time by
     :func:`_sn2_bound` from exact disc sums at the range's ends.  The ends
-    that proved the previous pixel's answer (its cover) are tried first, as
-    are its radius and the ones just above: neighbouring pixels' S/N curves
-    are nearly the same, so a pixel usually needs about as many disc sums as
-    its cover has ends (≈ 10) instead of one per radius.  A range the bound
-    cannot exclude is halved; an end whose neighbour range can be excluded
-    together with the next is dropped, so covers stay short.
+    that proved the left neighbour's answer (its cover, ``cov[k]``) are tried
+    first, as are its radius (``hint[k]``) and the ones just above:
+    neighbouring pixels' S/N curves are nearly the same, so a pixel usually
+    needs about as many disc sums as its cover has ends (≈ 10) instead of one
+    per radius.  A range the bound cannot exclude is halved; an end whose
+    neighbour range can be excluded together with the next is dropped, so
+    covers stay short.  ``pr``, ``ps``, ``ph``, ``Sa`` are scratch.
+    """
+    _disc_sums(P, y, x, 0, hw, off, Sa)
+    if _sn2_sums(Sa) >= t2 or rmax == 0:
+        out[y, x] = (Sa[0] - Sa[2]) / Sa[1]
+        rad[y, x] = 0
+        hint[k] = 0
+        ncov[k] = 0
+        return
+    h = min(max(hint[k], 1), rmax)
+    m = 0
+    for j in range(ncov[k]):
+        if cov[k, j] >= h:
+            break
+        pr[m] = cov[k, j]
+        ph[m] = False
+        m += 1
+    # an upper end that reaches the target: the hint, else gallop upwards from it
+    pr[m] = h
+    _disc_sums(P, y, x, h, hw, off, ps[m])
+    ph[m] = True
+    m += 1
+    step = 1
+    while _sn2_sums(ps[m - 1]) < t2 and pr[m - 1] < rmax:
+        pr[m] = min(pr[m - 1] + step, rmax)
+        _disc_sums(P, y, x, pr[m], hw, off, ps[m])
+        ph[m] = True
+        m += 1
+        step *= 2
+    # exclude (0, U) range by range, from the bottom; the first radius left is the answer
+    ncov[k] = 0
+    a = 0
+    i = 0
+    res = -1
+    while i < m:
+        if i + 1 < m:
+            # can the next end be dropped?
+            if not ph[i + 1]:
+                _disc_sums(P, y, x, pr[i + 1], hw, off, ps[i + 1])
+                ph[i + 1] = True
+            if _sn2_bound(Sa, ps[i + 1], qmin) < t2:
+                a = pr[i + 1]
+                Sa[:] = ps[i + 1]
+                cov[k, ncov[k]] = a
+                ncov[k] += 1
+                i += 2
+                continue
+        b = pr[i]
+        if not ph[i]:
+            _disc_sums(P, y, x, b, hw, off, ps[i])
+            ph[i] = True
+        if b == a + 1:
+            if _sn2_sums(ps[i]) >= t2:
+                res = b
+                break
+        elif _sn2_bound(Sa, ps[i], qmin) >= t2:
+            # halve the range: a new end in the middle
+            for j in range(m, i, -1):
+                pr[j] = pr[j - 1]
+                ph[j] = ph[j - 1]
+                if ph[j]:
+                    ps[j] = ps[j - 1]
+            m += 1
+            pr[i] = (a + b) // 2
+            _disc_sums(P, y, x, pr[i], hw, off, ps[i])
+            ph[i] = True
+            continue
+        a = b
+        Sa[:] = ps[i]
+        cov[k, ncov[k]] = a
+        ncov[k] += 1
+        i += 1
+    if res < 0:
+        res = rmax
+        _disc_sums(P, y, x, rmax, hw, off, ps[0])
+        i = 0
+        ncov[k] = 0
+    out[y, x] = (ps[i, 0] - ps[i, 2]) / ps[i, 1]
+    rad[y, x] = res
+    hint[k] = res
+
+
+@njit(cache=True)
+def _smooth_band_bg(P: np.ndarray, valid: np.ndarray, y0: int, y1: int, rmax: int, t2: float, qmin: float,
+                    hw: np.ndarray, off: np.ndarray, out: np.ndarray, rad: np.ndarray) -> None:
+    """Accumulative smoothing with background of rows y0 .. y1−1, column by column.
+
+    Each row is scanned left to right as by itself (:func:`_smooth_pixel_bg`
+    keeps a state per row), but the rows of the band take their turns pixel by
+    pixel: vertically neighbouring pixels sum nearly the same rows of the
+    prefix planes, so these stay in the cache instead of being read from
+    memory once per row of the image.
     """
     nx = valid.shape[1]
     nk = 5  # sums F, N, W, B, Q whatever the layout of P
     cap = rmax + 2  # ends are distinct radii in (0, rmax]
+    nb = y1 - y0
     pr = np.empty(cap, np.int64)  # pending ends, increasing radius
     ps = np.empty((cap, nk))  # their disc sums
     ph = np.zeros(cap, np.bool_)  # sums computed
-    cov = np.empty(cap, np.int64)  # the previous pixel's cover: excluded ends > 0
-    ncov = 0
+    cov = np.empty((nb, cap), np.int64)  # per row: the previous pixel's cover, excluded ends > 0
+    ncov = np.zeros(nb, np.int64)
+    hint = np.zeros(nb, np.int64)
     Sa = np.empty(nk)
-    hint = 0
     for x in range(nx):
-        if not valid[y, x]:
-            continue
-        _disc_sums(P, y, x, 0, hw, off, Sa)
-        if _sn2_sums(Sa) >= t2 or rmax == 0:
-            out[y, x] = (Sa[0] - Sa[2]) / Sa[1]
-            rad[y, x] = 0
-            hint = 0
-            ncov = 0
-            continue
-        h = min(max(hint, 1), rmax)
-        m = 0
-        for j in range(ncov):
-            if cov[j] >= h:
-                break
-            pr[m] = cov[j]
-            ph[m] = False
-            m += 1
-        # an upper end that reaches the target: the hint, else gallop upwards from it
-        pr[m] = h
-        _disc_sums(P, y, x, h, hw, off, ps[m])
-        ph[m] = True
-        m += 1
-        step = 1
-        while _sn2_sums(ps[m - 1]) < t2 and pr[m - 1] < rmax:
-            pr[m] = min(pr[m - 1] + step, rmax)
-            _disc_sums(P, y, x, pr[m], hw, off, ps[m])
-            ph[m] = True
-            m += 1
-            step *= 2
-        # exclude (0, U) range by range, from the bottom; the first radius left is the answer
-        ncov = 0
-        a = 0
-        i = 0
-        res = -1
-        while i < m:
-            if i + 1 < m:
-                # can the next end be dropped?
-                if not ph[i + 1]:
-                    _disc_sums(P, y, x, pr[i + 1], hw, off, ps[i + 1])
-                    ph[i + 1] = True
-                if _sn2_bound(Sa, ps[i + 1], qmin) < t2:
-                    a = pr[i + 1]
-                    Sa[:] = ps[i + 1]
-                    cov[ncov] = a
-                    ncov += 1
-                    i += 2
-                    continue
-            b = pr[i]
-            if not ph[i]:
-                _disc_sums(P, y, x, b, hw, off, ps[i])
-                ph[i] = True
-            if b == a + 1:
-                if _sn2_sums(ps[i]) >= t2:
-                    res = b
-                    break
-            elif _sn2_bound(Sa, ps[i], qmin) >= t2:
-                # halve the range: a new end in the middle
-                for j in range(m, i, -1):
-                    pr[j] = pr[j - 1]
-                    ph[j] = ph[j - 1]
-                    if ph[j]:
-                        ps[j] = ps[j - 1]
-                m += 1
-                pr[i] = (a + b) // 2
-                _disc_sums(P, y, x, pr[i], hw, off, ps[i])
-                ph[i] = True
-                continue
-            a = b
-            Sa[:] = ps[i]
-            cov[ncov] = a
-            ncov += 1
-            i += 1
-        if res < 0:
-            res = rmax
-            _disc_sums(P, y, x, rmax, hw, off, ps[0])
-            i = 0
-            ncov = 0
-        out[y, x] = (ps[i, 0] - ps[i, 2]) / ps[i, 1]
-        rad[y, x] = res
-        hint = res
+        for k in range(nb):
+            if valid[y0 + k, x]:
+                _smooth_pixel_bg(P, y0 + k, x, rmax, t2, qmin, hw, off, out, rad, k, hint, cov, ncov,
+                                 pr, ps, ph, Sa)
 
 
 @njit(cache=True, parallel=True)
@@ -506,7 +558,7 @@ def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float, qmin: float) 
 
     Without background S/N grows with R, so with the left neighbour's radius
     h as a guess, testing h−1 and h (stepping down if needed) settles a pixel.
-    With background see :func:`_smooth_row_bg`.  ``P`` comes from
+    With background see :func:`_smooth_band_bg`.  ``P`` comes from
     :func:`_prefix_planes`; ``qmin`` is the smallest ``r²`` of an unmasked
     pixel (0 without background).
     """
@@ -519,6 +571,15 @@ def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float, qmin: float) 
     # rows cost unequal amounts (large discs near a bright source): each task takes every
     # nt-th row, so that the static split of the tasks over threads stays balanced
     nt = min(ny, 64)
+    if P.shape[2] > 2:
+        # bands of _BAND rows (see _smooth_band_bg); each task takes every nt-th band
+        nband = (ny + _BAND - 1) // _BAND
+        ntb = min(nband, 16)
+        for task in prange(ntb):
+            for band in range(task, nband, ntb):
+                _smooth_band_bg(P, valid, band * _BAND, min(ny, (band + 1) * _BAND), rmax, t2, qmin, hw, off,
+                                out, rad)
+        return out, rad
     for task in prange(nt):
         for y in range(task, ny, nt):
             _smooth_row(P, valid, y, rmax, t2, qmin, hw, off, out, rad)
@@ -528,12 +589,9 @@ def _smooth_kernel(P: np.ndarray, valid: np.ndarray, minsn: float, qmin: float) 
 @njit(cache=True)
 def _smooth_row(P: np.ndarray, valid: np.ndarray, y: int, rmax: int, t2: float, qmin: float,
                 hw: np.ndarray, off: np.ndarray, out: np.ndarray, rad: np.ndarray) -> None:
-    """Accumulative smoothing of row y (without background; with it see :func:`_smooth_row_bg`)."""
+    """Accumulative smoothing of row y without background (with it see :func:`_smooth_band_bg`)."""
     nx = valid.shape[1]
     nk = P.shape[2]
-    if nk > 2:
-        _smooth_row_bg(P, valid, y, rmax, t2, qmin, hw, off, out, rad)
-        return
     Sa = np.empty(nk)
     Sb = np.empty(nk)
     Sc = np.empty(nk)
@@ -1330,17 +1388,20 @@ def _int_rows_ok(a: np.ndarray, valid: np.ndarray) -> bool:
 
 @njit(cache=True, parallel=True)
 def _prefix_planes(cnt: np.ndarray, valid: np.ndarray, bg: np.ndarray, er: np.ndarray, has_bg: bool,
-                   packed: bool) -> np.ndarray:
+                   packed: int) -> np.ndarray:
     """Row-wise prefix sums P[y, x] = Σ_{x' < x} of the unmasked planes for :func:`_disc_sums`.
 
     Planes F (counts), N (unmasked pixels) and, with background, W = bg·r,
     B = bg and Q = r², r the exposure ratio (float32 values as float64; the
-    float sums are sequential like ``np.cumsum``).  ``packed`` (integer counts
-    and background) stores each position in 32 bytes: W, Q as float64, then
-    F, N, B as int32.
+    float sums are sequential like ``np.cumsum``).  With integer counts and
+    background, ``packed`` = 1 stores each position in 24 bytes: W, Q as
+    float64, then F + N·2^21 + B·2^42 as one int64 (every field's image total
+    must stay below 2^21, so that no sum of differences carries into the
+    next field); ``packed`` = 2 in 32 bytes: W, Q as float64, then F, N, B as
+    int32 (row sums below 2^31).  Otherwise (F, N, W, B, Q) as float64.
     """
     ny, nx = cnt.shape
-    nk = (4 if packed else 5) if has_bg else 2
+    nk = (3 if packed == 1 else 4 if packed == 2 else 5) if has_bg else 2
     P = np.zeros((ny, nx + 1, nk))
     for y in prange(ny):
         f = 0.0
@@ -1362,7 +1423,7 @@ def _prefix_planes(cnt: np.ndarray, valid: np.ndarray, bg: np.ndarray, er: np.nd
             if not has_bg:
                 P[y, x + 1, 0] = f
                 P[y, x + 1, 1] = n
-            elif packed:
+            elif packed > 0:
                 P[y, x + 1, 0] = w
                 P[y, x + 1, 1] = q
             else:
@@ -1371,7 +1432,8 @@ def _prefix_planes(cnt: np.ndarray, valid: np.ndarray, bg: np.ndarray, er: np.nd
                 P[y, x + 1, 2] = w
                 P[y, x + 1, 3] = b
                 P[y, x + 1, 4] = q
-        if packed:
+        if packed > 0:
+            Pl = P[y].reshape(-1).view(np.int64)
             Pi = P[y].reshape(-1).view(np.int32)
             fi = 0
             ni = 0
@@ -1381,10 +1443,13 @@ def _prefix_planes(cnt: np.ndarray, valid: np.ndarray, bg: np.ndarray, er: np.nd
                     fi += int(cnt[y, x])
                     ni += 1
                     bi += int(bg[y, x])
-                j = 8 * (x + 1) + 4
-                Pi[j] = fi
-                Pi[j + 1] = ni
-                Pi[j + 2] = bi
+                if packed == 1:
+                    Pl[3 * (x + 1) + 2] = fi + (ni << _SHIFT) + (bi << (2 * _SHIFT))
+                else:
+                    j = 8 * (x + 1) + 4
+                    Pi[j] = fi
+                    Pi[j + 1] = ni
+                    Pi[j + 2] = bi
     return P
 
 
@@ -1413,8 +1478,14 @@ def _smoothing_planes(cnt32: np.ndarray, valid: np.ndarray, bg32: np.ndarray | N
     """Prefix planes for :func:`_smooth_kernel` (packed when counts and background are integers) and qmin."""
     if bg32 is None:
         dummy = np.zeros((1, 1), np.float32)
-        return _prefix_planes(cnt32, valid, dummy, dummy, False, False), 0.0
-    packed = bool(_int_rows_ok(cnt32, valid) and _int_rows_ok(bg32, valid))
+        return _prefix_planes(cnt32, valid, dummy, dummy, False, 0), 0.0
+    packed = 0
+    if _int_rows_ok(cnt32, valid) and _int_rows_ok(bg32, valid):
+        packed = 2
+        lim = float(1 << _SHIFT)
+        if (valid.sum() < lim and float(np.sum(cnt32, where=valid, dtype=np.float64)) < lim
+                and float(np.sum(bg32, where=valid, dtype=np.float64)) < lim):
+            packed = 1
     emin = float(np.min(er32, where=valid, initial=np.inf)) if valid.any() else 0.0
     return _prefix_planes(cnt32, valid, bg32, er32, True, packed), emin * emin
 
