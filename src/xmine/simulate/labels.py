@@ -1,4 +1,8 @@
-"""A simulated, labelled set of CSC 2.1-like sources for the classification demo and tests.
+"""Simulated, labelled CSC 2.1-like source sets for the catalogue-science demos and tests.
+
+:func:`make_labelled_sources` makes a classification set; :func:`make_epoch_pair`
+makes two epochs of one sky with injected flux changes, a vanished and new
+sources, and the sensitivity map of the second epoch (see its docstring).
 
 Four classes with overlapping but distinct property distributions, drawn
 from one seed (no data file: the set is made by code):
@@ -37,6 +41,9 @@ the variability columns are drawn from the class, not measured from light curves
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from astropy.table import MaskedColumn, Table
@@ -44,7 +51,8 @@ from astropy.table import MaskedColumn, Table
 from xmine.simulate import spectra
 from xmine.simulate.catalogs import iau_name
 
-__all__ = ["CLASSES", "LABEL_COLUMN", "make_labelled_sources"]
+__all__ = ["CLASSES", "LABEL_COLUMN", "EpochPair", "make_epoch_pair", "make_labelled_sources",
+           "write_epoch_pair"]
 
 #: The classes of the simulated set, in label order.
 CLASSES = ("AGN", "star", "XRB", "cluster")
@@ -213,8 +221,8 @@ def make_labelled_sources(n: int = 4000, *, seed: int = 0, ra_deg: float = 150.0
                       ("flux_aper_b", _FLUX_UNIT), ("flux_aper_lolim_b", _FLUX_UNIT),
                       ("flux_aper_hilim_b", _FLUX_UNIT), ("gaia_g_mag", "mag")):
         t[col].unit = unit
-    t.meta["simulated"] = "xmine.simulate.labels.make_labelled_sources"
-    t.meta["seed"] = int(seed)
+    t.meta["ORIGIN"] = "xmine.simulate.labels"
+    t.meta["SEED"] = int(seed)
     return t
 
 
@@ -230,3 +238,147 @@ def _multinomial_fast(rng: np.random.Generator, counts: np.ndarray, shares: np.n
         rest = rest - shares[:, k]
     out[:, 2] = left
     return out
+
+
+@dataclass
+class EpochPair:
+    """Two simulated epochs of one sky with injected changes.
+
+    Attributes
+    ----------
+    reference, new : astropy.table.Table
+        Source lists (``name, ra, dec, flux_aper_b, flux_aper_lolim_b, flux_aper_hilim_b``, 90 % limits).
+    truth : astropy.table.Table
+        Per true source: ``truth_name, ra, dec, flux_ref_true, flux_new_true, injected`` (one of
+        ``brightened, faded, vanished, new, unchanged``), and the names it got in each list ('' if undetected).
+    limit_map : numpy.ndarray
+        Limiting flux (erg cm⁻² s⁻¹) of the new epoch on a TAN grid.
+    header : astropy.io.fits.Header
+        WCS of ``limit_map``.
+    """
+
+    reference: Table
+    new: Table
+    truth: Table
+    limit_map: np.ndarray
+    header: object
+
+
+def make_epoch_pair(n: int = 300, *, seed: int = 0, change_factor: float = 5.0, n_up: int = 5, n_down: int = 5,
+                    n_vanished: int = 3, n_new: int = 3, ra_deg: float = 150.0, dec_deg: float = 2.0,
+                    radius_deg: float = 0.3, min_counts: float = 8.0) -> EpochPair:
+    """Make two epochs of a sky of point sources with injected flux changes.
+
+    The true 0.5–7 keV fluxes are log-normal around 3×10⁻¹⁴ erg cm⁻² s⁻¹ (σ 0.4
+    dex); each epoch observes them for 50 ks with an ECF of 1×10⁻¹¹ erg cm⁻² per
+    count and a vignetting-like exposure ``1 / (1 + (r / radius)²)``. Measured counts
+    are Poisson; a source is detected with ≥ ``min_counts`` counts, so the new
+    epoch's limiting flux at radius r is ``min_counts × ECF / exposure(r)`` (the
+    map). ``n_up`` bright sources get ``× change_factor``, ``n_down`` get ``÷``,
+    ``n_vanished`` go dark (0) in the new epoch and ``n_new`` appear (true flux
+    10× the local limit). Reported intervals are 90 % (±1.645 √counts).
+
+    Returns
+    -------
+    EpochPair
+    """
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng([int(seed), 9])
+    ecf, t_exp, r0 = 1e-11, 50e3, radius_deg
+    n_tot = n + n_new
+    r = radius_deg * np.sqrt(rng.random(n_tot))
+    pa = rng.uniform(0, 2 * np.pi, n_tot)
+    dec = dec_deg + r * np.cos(pa)
+    ra = ra_deg + r * np.sin(pa) / np.cos(np.radians(dec))
+
+    def _exposure(ra_: np.ndarray, dec_: np.ndarray) -> np.ndarray:
+        dx = (ra_ - ra_deg) * np.cos(np.radians(dec_deg))
+        rr = np.hypot(dx, dec_ - dec_deg)
+        return t_exp / (1 + (rr / r0) ** 2)
+
+    f_ref = 10 ** rng.normal(math.log10(3e-14), 0.4, n_tot)
+    f_new = f_ref.copy()
+    injected = np.array(["unchanged"] * n_tot, dtype="U10")
+    order = np.argsort(-f_ref[:n])  # changes on well-measured sources, so the factor is visible beyond errors
+    bright = order[: 2 * (n_up + n_down + n_vanished)]
+    pick = rng.permutation(bright)
+    up, down, gone = pick[:n_up], pick[n_up:n_up + n_down], pick[n_up + n_down:n_up + n_down + n_vanished]
+    f_new[up] *= change_factor
+    f_new[down] /= change_factor
+    f_new[gone] = 0.0
+    injected[up], injected[down], injected[gone] = "brightened", "faded", "vanished"
+    newi = np.arange(n, n_tot)
+    f_ref[newi] = 0.0
+    f_new[newi] = 10 * min_counts * ecf / _exposure(ra[newi], dec[newi])
+    injected[newi] = "new"
+    expo = _exposure(ra, dec)
+
+    def _epoch(flux: np.ndarray, tag: str) -> tuple[Table, np.ndarray]:
+        c = rng.poisson(flux / ecf * expo).astype(float)
+        det = c >= min_counts
+        idx = np.flatnonzero(det)
+        t = Table()
+        t["name"] = np.array([f"{tag}{k + 1:04d}" for k in range(idx.size)], dtype=str)
+        # measured positions scatter by 0.5″
+        t["ra"] = ra[idx] + rng.normal(0, 0.5 / 3600, idx.size) / np.cos(np.radians(dec[idx]))
+        t["dec"] = dec[idx] + rng.normal(0, 0.5 / 3600, idx.size)
+        fl = c[idx] * ecf / expo[idx]
+        err = np.sqrt(c[idx]) * ecf / expo[idx]
+        t["flux_aper_b"] = fl
+        t["flux_aper_lolim_b"] = np.maximum(fl - 1.645 * err, 0.0)
+        t["flux_aper_hilim_b"] = fl + 1.645 * err
+        for col in ("flux_aper_b", "flux_aper_lolim_b", "flux_aper_hilim_b"):
+            t[col].unit = _FLUX_UNIT
+        names = np.array([""] * n_tot, dtype="U12")
+        names[idx] = np.asarray(t["name"])
+        return t, names
+
+    ref, ref_names = _epoch(f_ref, "REF")
+    new, new_names = _epoch(f_new, "NEW")
+    truth = Table()
+    truth["truth_name"] = np.array([f"T{k + 1:04d}" for k in range(n_tot)], dtype=str)
+    truth["ra"], truth["dec"] = ra, dec
+    truth["flux_ref_true"], truth["flux_new_true"] = f_ref, f_new
+    truth["injected"] = injected
+    truth["name_ref"], truth["name_new"] = ref_names, new_names
+
+    npix, pix_deg = 256, 2.6 * radius_deg / 256
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra_deg, dec_deg]
+    w.wcs.crpix = [npix / 2 + 0.5, npix / 2 + 0.5]
+    w.wcs.cdelt = [-pix_deg, pix_deg]
+    yy, xx = np.mgrid[0:npix, 0:npix]
+    gra, gdec = w.all_pix2world(xx, yy, 0)
+    limit = min_counts * ecf / _exposure(gra, gdec)
+    header = w.to_header()
+    header["BUNIT"] = "erg/cm2/s"
+    header["COMMENT"] = "simulated limiting 0.5-7 keV flux of the new epoch (xmine.simulate.labels)"
+    assert isinstance(header, fits.Header)
+    return EpochPair(ref, new, truth, limit.astype(np.float32), header)
+
+
+def write_epoch_pair(pair: EpochPair, folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``reference.fits``, ``new.fits``, ``truth.fits`` and the limit maps into ``folder``.
+
+    ``new_sensitivity.fits`` and ``reference_sensitivity.fits`` are the same map
+    (both epochs have the same exposure).
+    """
+    from astropy.io import fits
+
+    from xmine.store import atomic_write
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for stem, t in (("reference", pair.reference), ("new", pair.new), ("truth", pair.truth)):
+        with atomic_write(out / f"{stem}.fits") as tmp:
+            t.write(tmp, format="fits")
+        files[stem] = out / f"{stem}.fits"
+    for stem in ("new_sensitivity", "reference_sensitivity"):  # same exposure in both epochs
+        with atomic_write(out / f"{stem}.fits") as tmp:
+            fits.PrimaryHDU(pair.limit_map, header=pair.header).writeto(tmp)
+        files[stem] = out / f"{stem}.fits"
+    return files
