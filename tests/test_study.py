@@ -1,15 +1,14 @@
 """Population studies: a simulated cool-core / non-cool-core sample through the real chain, then `xmine study`.
 
-The sample (:func:`xmine.simulate.population.population_truth`) is simulated, every cluster is processed
-(:func:`xmine.pipeline.process_cluster`), measured (:func:`xmine.measure.measure_cluster`) and recorded
-(:func:`xmine.results.record_cluster`) as the bulk runner does, and the study must find the injected split.
+The sample (:func:`xmine.simulate.population.population_truth`) is simulated and run as ``xmine run`` runs it
+(:func:`xmine.runner.run_sample`: pipeline, binning, measurement, one recorded transaction per cluster); the
+study must find the injected split.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,8 @@ from astropy.table import Table
 from xmine import simulate
 from xmine.config import load_config
 from xmine.errors import InputError
-from xmine.pipeline import ClusterSpec, process_cluster
-from xmine.results import record_cluster
-from xmine.simulate.population import POPULATIONS, population_truth
+from xmine.runner import load_sample, run_sample
+from xmine.simulate.population import POPULATIONS, population_sample, population_truth
 from xmine.store import open_store
 from xmine.study import find_odd_regions, fit_gradient, study_run
 
@@ -35,48 +33,23 @@ def _insert(con, table: str, run_id: str, cluster: str, rows: list[dict]) -> Non
                     {"run_id": run_id, "cluster": cluster, **row})
 
 
-def _outcome(res, spec: ClusterSpec):
-    """The results of one processed cluster as the bulk runner records them (measure → ClusterOutcome)."""
-    import pyarrow as pa
-
-    from xmine.measure import measure_cluster
-    from xmine.results import ClusterOutcome
-
-    regions = measure_cluster(res.outputs, spec)
-    prof = Table.read(res.outputs["profile"]["profile"])
-    profile = pa.table({"annulus": np.arange(len(prof)),
-                        **{c: np.ma.filled(np.asarray(prof[c], dtype=float), np.nan) for c in prof.colnames}})
-    table = pa.table({c: np.asarray(regions[c]) for c in regions.colnames})
-    obs = [{"obsid": int(o), "evt2": v["evt2"], "exposure_s": v.get("good_exposure_s"),
-            "clean_fraction": v["clean_fraction"], "n_flares": v["n_flares"], "gti": v["gti"]}
-           for o, v in res.outputs["obs"].items()]
-    return ClusterOutcome(cluster=spec, status="done", products_dir=str(Path(res.outputs["crop"]["counts"]).parents[1]),
-                          r500_kpc=spec.r500_kpc, r500_source="sample", n_bins=res.n_bins, observations=obs,
-                          regions=table, profile=profile)
-
-
 @pytest.fixture(scope="module")
 def population_run(tmp_path_factory):
     """A 10-cluster CC/NCC sample simulated, processed, measured and recorded in a results store."""
     root = tmp_path_factory.mktemp("population")
-    truth = population_truth(N_CLUSTERS, seed=11, cluster_counts_per_obsid=5000.0)
+    truth = population_truth(N_CLUSTERS, seed=11, cluster_counts_per_obsid=3000.0, obsids_per_cluster=(2, 2))
     products = simulate.simulate_sky(truth, root / "archive", seed=11)
     catalog = Table.read(products.catalog_files["csc21/master_source.fits"])
     config = load_config(environ={}, overrides={
         "project": {"data_dir": str(root / "archive"), "work_dir": str(root / "work"),
                     "store": str(root / "xmine.duckdb")},
-        "cache": {"offline": True}, "binning": {"sn": 15.0, "smoothsn": 15.0},
+        "cache": {"offline": True}, "binning": {"sn": 15.0, "smoothsn": 15.0}, "spectra": {"enabled": False},
         "process": {"merge_size_arcmin": 8.0, "crop_radius_arcmin": 2.0, "binsize": 2.0, "bg_inner_arcmin": 3.0}})
-    with open_store(config.project.store) as store:
-        store.start_run("run", {"sample": "population"}, run_id=RUN_ID)
-        for c in truth.clusters:
-            obsids = tuple(int(o) for o in truth.observations["obsid"][truth.observations["cluster"] == c["name"]])
-            spec = ClusterSpec(name=str(c["name"]), ra_deg=float(c["ra_deg"]), dec_deg=float(c["dec_deg"]),
-                               obsids=obsids, z=float(c["z"]), r500_kpc=float(c["r500_kpc"]),
-                               tx_kev=float(c["kt_kev"]))
-            res = process_cluster(spec, config=config, store=store, run_id=RUN_ID, catalog=catalog)
-            record_cluster(store, RUN_ID, _outcome(res, spec))
-        store.finish_run(RUN_ID)
+    sample = root / "sample.ecsv"
+    population_sample(truth).write(sample)
+    clusters, _ = load_sample(sample)
+    summary = run_sample(clusters, config=config, catalog=catalog, run_id=RUN_ID, executor="serial")
+    assert summary.done == N_CLUSTERS, summary.rows
     return root, truth, config
 
 

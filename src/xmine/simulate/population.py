@@ -42,7 +42,7 @@ from astropy.table import Table
 from xmine.errors import InputError
 from xmine.simulate.truth import Truth, _offset_deg, validate_truth
 
-__all__ = ["POPULATIONS", "population_truth"]
+__all__ = ["POPULATIONS", "population_sample", "population_truth"]
 
 #: Population labels written in the clusters table's ``population`` column.
 POPULATIONS: tuple[str, str] = ("cool_core", "non_cool_core")
@@ -219,3 +219,32 @@ def population_truth(n_clusters: int, *, seed: int, cool_core_fraction: float = 
     points = (Table(rows=src_rows, names=["name", "ra_deg", "dec_deg", "rate_cps", "gamma", "cluster"])
               if src_rows else None)
     return validate_truth(clusters, points, observations)
+
+
+def population_sample(truth: Truth) -> Table:
+    """Return the cluster sample of a population truth as ``xmine run SAMPLE`` reads it.
+
+    Columns ``name, ra_deg, dec_deg, obsids`` (space-separated), ``z``, ``r500_kpc``, ``tx_kev`` and the
+    truth's ``population`` label (ignored by the runner; kept so a study can be checked against it).
+
+    Parameters
+    ----------
+    truth : Truth
+        From :func:`population_truth` (or any truth whose observations name their cluster).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per cluster with at least one observation; write it as CSV or ECSV.
+    """
+    c = truth.clusters
+    obs = truth.observations
+    rows = []
+    for row in c:
+        obsids = [int(o) for o in obs["obsid"][obs["cluster"] == row["name"]]]
+        if not obsids:
+            continue
+        rows.append((str(row["name"]), float(row["ra_deg"]), float(row["dec_deg"]), " ".join(map(str, obsids)),
+                     float(row["z"]), float(row["r500_kpc"]) if "r500_kpc" in c.colnames else math.nan,
+                     float(row["kt_kev"]), str(row["population"]) if "population" in c.colnames else ""))
+    return Table(rows=rows, names=["name", "ra_deg", "dec_deg", "obsids", "z", "r500_kpc", "tx_kev", "population"])
