@@ -267,6 +267,11 @@ def test_conventions_and_bad_input(xray: Table) -> None:
         crossmatch_vo(xray, url="http://127.0.0.1:9/tap", err_col="pos_err", **IR)
     with pytest.raises(InputError, match="not a plain ADQL identifier"):
         upload_adql("ir.x; DROP", search_radius_arcsec=2.0)
+    with pytest.raises(InputError, match="not a plain ADQL identifier"):
+        upload_adql('"II/246/out"', search_radius_arcsec=2.0, remote_err='"errMaj"')
+    vizier = upload_adql('"II/246/out"', search_radius_arcsec=2.0, remote_ra="RAJ2000", remote_dec="DEJ2000",
+                         remote_err="errMaj", remote_columns=["Jmag", "Kmag"])
+    assert 'JOIN "II/246/out" AS o' in vizier
     with pytest.raises(InputError, match="method = 'both'"):
         crossmatch_vo(xray, url="http://127.0.0.1:9/tap", method="both", **IR)  # type: ignore[arg-type]
     with warnings.catch_warnings():

@@ -103,8 +103,11 @@ def sigma_arcsec(values: Any, kind: Literal["sigma", "r95"]) -> np.ndarray:
 def _ident(name: str, what: str) -> str:
     import re
 
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", name):
-        msg = f"{what} {name!r} is not a plain ADQL identifier (letters, digits, _; schema.table for tables)"
+    plain = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?"
+    quoted = r'"[^"\x00-\x1f;]+"'  # a delimited table name such as VizieR's "II/246/out"
+    if not (re.fullmatch(plain, name) or (what == "remote table" and re.fullmatch(quoted, name))):
+        msg = (f"{what} {name!r} is not a plain ADQL identifier (letters, digits, _; schema.table for tables, "
+               'or a table name in double quotes such as "II/246/out")')
         raise InputError(msg)
     return name
 
@@ -402,8 +405,12 @@ def _fetch_client(url: str, remote_table: str, cones: list[tuple[float, float, f
 
     parts = []
     for ra, dec, r in cones:
-        q = cone_adql(remote_table, ra, dec, r, dialect=dialect, ra_col=remote_ra, dec_col=remote_dec,
-                      columns=columns)
+        if remote_table.startswith('"') and dialect == "geometry":  # a delimited name vo.cone_adql does not take
+            q: Any = (f"SELECT {', '.join(columns)} FROM {remote_table} WHERE 1 = CONTAINS(POINT('ICRS', "
+                      f"{remote_ra}, {remote_dec}), CIRCLE('ICRS', {ra!r}, {dec!r}, {r!r}))")
+        else:
+            q = cone_adql(remote_table, ra, dec, r, dialect=dialect, ra_col=remote_ra, dec_col=remote_dec,
+                          columns=columns)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoResultsWarning)
             res = query_tap(q, url=url, timeout_s=timeout_s, retries=retries, session=session, maxrec=maxrec)
@@ -436,8 +443,8 @@ def crossmatch_vo(sources: Any, *, url: str, remote_table: str, remote_ra: str =
     url : str
         TAP base URL.
     remote_table : str
-        Qualified table name on the service (e.g. ``ir.twomass_like``; VizieR's 2MASS is ``"II/246/out"``
-        quoted, which needs a service-side alias — give plain names here).
+        Qualified table name on the service (e.g. ``ir.twomass_like``), or a delimited one in double
+        quotes (VizieR's 2MASS PSC: ``'"II/246/out"'`` with ``RAJ2000``, ``DEJ2000``, ``errMaj``).
     remote_ra, remote_dec : str, optional
         Its position columns.
     remote_err, remote_err_kind, remote_err_arcsec : optional
