@@ -191,7 +191,7 @@ def _limits(limit: Limit | None, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- flux lists
 def _find(t: Table, names: Sequence[str]) -> str | None:
     lower = {c.lower(): c for c in t.colnames}
-    return next((lower[n] for n in names if n in lower), None)
+    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
 
 
 def _vals(t: Table, col: str) -> np.ndarray:

@@ -1,0 +1,175 @@
+"""Flux changes and new sources against injected truth (xmine.simulate) and exact rule boundaries."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+from scipy.stats import chi2
+
+from xmine.changes import (
+    SensitivityMap,
+    compare_fluxes,
+    detections_to_flux_list,
+    flux_list,
+    read_sensitivity_map,
+    run_changes,
+)
+from xmine.errors import InputError, XmineWarning
+from xmine.simulate.labels import make_epoch_pair, write_epoch_pair
+
+
+def _flag_of(result: Table, truth_row) -> tuple[str, bool]:
+    if truth_row["name_ref"]:
+        k = np.flatnonzero(np.asarray(result["name_ref"]) == truth_row["name_ref"])
+    else:
+        k = np.flatnonzero(np.asarray(result["name_new"]) == truth_row["name_new"])
+    assert k.size == 1, truth_row
+    return str(result["flag"][k[0]]), bool(result["exceeds_factor"][k[0]])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_injected_changes_are_flagged_and_unchanged_sources_are_not(tmp_path, seed):
+    pair = make_epoch_pair(seed=seed)
+    files = write_epoch_pair(pair, tmp_path)
+    smap = read_sensitivity_map(files["new_sensitivity"])
+    res = compare_fluxes(files["reference"], files["new"], new_limit=smap, ref_limit=smap)
+    truth = pair.truth
+    for injected in ("brightened", "faded", "vanished", "new"):
+        rows = truth[truth["injected"] == injected]
+        assert len(rows) >= 3
+        for r in rows:
+            flag, exceeds = _flag_of(res, r)
+            assert flag == injected, (injected, r["truth_name"], flag)
+            assert exceeds, (injected, r["truth_name"])
+    # sources whose flux did not change: detected in both epochs and matched -> never brightened/faded
+    same = truth[(truth["injected"] == "unchanged") & (truth["name_ref"] != "") & (truth["name_new"] != "")]
+    flags = [_flag_of(res, r)[0] for r in same]
+    assert len(same) > 200
+    assert sum(f in ("brightened", "faded") for f in flags) == 0
+    seen = truth[(truth["injected"] == "unchanged") & ((truth["name_ref"] != "") | (truth["name_new"] != ""))]
+    alerts = [f for f, e in (_flag_of(res, r) for r in seen) if e]
+    assert len(alerts) <= 2  # near-coincident pairs may be confused; 1 % at most
+
+
+def test_each_flag_row_carries_its_numbers(tmp_path):
+    pair = make_epoch_pair(seed=1)
+    smap = SensitivityMap(pair.limit_map, WCS(pair.header))
+    res = compare_fluxes(pair.reference, pair.new, new_limit=smap)
+    up = res[res["flag"] == "brightened"]
+    assert np.allclose(up["ratio"], up["flux_new_lo90"] / up["flux_ref_hi90"])
+    assert np.all(up["ratio"] > 3)
+    down = res[res["flag"] == "faded"]
+    assert np.allclose(down["ratio"], down["flux_ref_lo90"] / down["flux_new_hi90"])
+    gone = res[res["flag"] == "vanished"]
+    assert np.allclose(gone["ratio"], gone["flux_ref_lo90"] / gone["limit_new"])
+    assert all("limit" in str(r) for r in gone["rule"])
+    out = run_changes(pair.reference, pair.new, new_limit=smap, out=tmp_path / "flags.ecsv", alerts_only=True)
+    back = Table.read(out.out)
+    assert set(back["flag"]) <= {"brightened", "faded", "vanished", "new"}
+    assert len(back) == int(np.sum(out.table["alert"]))
+
+
+def _one(name, flux, lo, hi, ra=10.0):
+    return Table({"name": [name], "ra": [ra], "dec": [0.0], "flux": [flux], "flux_lo": [lo], "flux_hi": [hi]})
+
+
+def test_rule_boundaries():
+    ref = _one("r", 1.0e-14, 0.9e-14, 1.0e-14)
+    # new lower limit exactly 3x the reference upper limit: not beyond the factor
+    assert str(compare_fluxes(ref, _one("n", 3.5e-14, 3.0e-14, 4e-14))["flag"][0]) == "unchanged"
+    assert str(compare_fluxes(ref, _one("n", 3.5e-14, 3.01e-14, 4e-14))["flag"][0]) == "brightened"
+    # a factor 10 change of the best values inside wide error bars is not a change
+    assert str(compare_fluxes(ref, _one("n", 1e-13, 5e-15, 2e-13))["flag"][0]) == "unchanged"
+    assert str(compare_fluxes(ref, _one("n", 1e-13, 5e-15, 2e-13), factor=1.5)["flag"][0]) == "unchanged"
+    assert str(compare_fluxes(ref, _one("n", 2e-15, 1e-15, 2.9e-15))["flag"][0]) == "faded"
+    # not detected: the new limit decides
+    far = _one("n", 1e-14, 9e-15, 1.1e-14, ra=20.0)
+    assert str(compare_fluxes(ref, far, new_limit=2.9e-15)["flag"][0]) == "vanished"
+    assert str(compare_fluxes(ref, far, new_limit=3.1e-15)["flag"][0]) == "undetected"
+    assert str(compare_fluxes(ref, far)["flag"][0]) == "undetected"
+    res = compare_fluxes(ref, far, ref_limit=1e-15)
+    new_row = res[res["flag"] == "new"][0]
+    assert new_row["ratio"] == pytest.approx(9.0)
+    assert bool(new_row["exceeds_factor"])
+
+
+def test_confidence_rescaling_and_1sigma_errors():
+    t = Table({"name": ["a"], "ra": [1.0], "dec": [1.0], "flux_aper_b": [10.0], "flux_aper_lolim_b": [9.0],
+               "flux_aper_hilim_b": [11.0]})
+    fl = flux_list(t, confidence=0.6827)
+    assert fl["flux_hi90"][0] == pytest.approx(10 + 1.645, abs=2e-3)
+    x = Table({"IAUNAME": ["4XMM J1"], "SC_RA": [1.0], "SC_DEC": [1.0], "SC_EP_8_FLUX": [10.0],
+               "SC_EP_8_FLUX_ERR": [2.0]})
+    fl = flux_list(x)
+    assert fl["flux_lo90"][0] == pytest.approx(10 - 1.645 * 2, rel=1e-3)
+    assert str(fl["name"][0]) == "4XMM J1"
+
+
+def test_band_and_instrument_mismatch_warns():
+    ref = _one("r", 1.0e-14, 0.9e-14, 1.1e-14)
+    with pytest.warns(XmineWarning, match="bands differ"):
+        res = compare_fluxes(ref, ref, ref_band_kev=(0.5, 7.0), new_band_kev=(0.2, 12.0))
+    assert res.meta["notes"]
+    with pytest.warns(XmineWarning, match="instruments differ"):
+        compare_fluxes(ref, ref, ref_instrument="ACIS", new_instrument="EPIC")
+
+
+def test_sensitivity_map_errors(tmp_path):
+    plain = tmp_path / "nowcs.fits"
+    fits.PrimaryHDU(np.ones((10, 10), dtype=np.float32)).writeto(plain)
+    with pytest.raises(InputError, match="no celestial WCS") as err:
+        read_sensitivity_map(plain)
+    assert "\n" not in str(err.value)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [10.0, 0.0]
+    w.wcs.crpix = [5.5, 5.5]
+    w.wcs.cdelt = [-0.01, 0.01]
+    hdr = w.to_header()
+    hdr["BUNIT"] = "photon/cm**2/s"
+    phot = tmp_path / "phot.fits"
+    fits.PrimaryHDU(np.full((10, 10), 2e-6, dtype=np.float32), header=hdr).writeto(phot)
+    with pytest.raises(InputError, match="flux_per_map_unit"):
+        read_sensitivity_map(phot)
+    m = read_sensitivity_map(phot, flux_per_map_unit=1e-9)
+    lim = m.limit_at([10.0, 50.0], [0.0, 0.0])
+    assert lim[0] == pytest.approx(2e-15, rel=1e-5)
+    assert math.isnan(lim[1])  # off the map: no limit
+    with pytest.raises(InputError, match="no such sensitivity map"):
+        read_sensitivity_map(tmp_path / "absent.fits")
+
+
+def test_missing_columns_error_is_one_line():
+    bad = Table({"name": ["a"], "ra": [1.0], "dec": [1.0]})
+    with pytest.raises(InputError, match="flux column") as err:
+        compare_fluxes(bad, bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="factor"):
+        compare_fluxes(_one("r", 1, 1, 1), _one("r", 1, 1, 1), factor=1.0)
+
+
+def test_detections_to_flux_list_uses_exact_poisson_intervals():
+    det = Table({"ra_deg": [1.0, 2.0], "dec_deg": [0.0, 0.0], "aper_counts": [10.0, 0.0],
+                 "aper_bkg": [0.0, 0.0], "net_counts": [10.0, 0.0]})
+    fl = detections_to_flux_list(det, exposure_s=1e4, ecf_erg_cm2_per_count=1e-11)
+    # Gehrels (1986) table: 90 % two-sided (5 %/95 %) limits for n = 10 are 5.43 and 16.96
+    assert fl["flux_lo"][0] * 1e4 / 1e-11 == pytest.approx(5.425, abs=0.01)
+    assert fl["flux_hi"][0] * 1e4 / 1e-11 == pytest.approx(16.96, abs=0.01)
+    assert fl["flux_hi"][1] * 1e4 / 1e-11 == pytest.approx(chi2.ppf(0.95, 2) / 2)
+    assert fl["flux_lo"][1] == 0.0
+    # a detection list goes straight into the comparison
+    res = compare_fluxes(fl, fl)
+    assert set(res["flag"]) == {"unchanged"}
+
+
+def test_epoch_pair_is_seeded():
+    a, b = make_epoch_pair(seed=5), make_epoch_pair(seed=5)
+    assert np.array_equal(a.reference["flux_aper_b"], b.reference["flux_aper_b"])
+    c = dataclasses.replace(a)
+    assert c.truth is a.truth
