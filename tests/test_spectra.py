@@ -295,10 +295,10 @@ def test_region_counts_match_an_independent_count_of_the_events(cluster_run):
 @pytest.mark.slow
 def test_region_files_pass_fitsverify_and_load_with_background(cluster_run):
     _root, _truth, _spec, _config, _result, table, _ = cluster_run
+    for f in sorted({*table["pha_file"], *table["bkg_file"], *table["arf_file"], *table["rmf_file"]}):
+        _fitsverify(Path(f))
     some = [*table[table["bin_id"] == 0], *table[table["obsid"] == 0][-1:]]
     for r in some:
-        _fitsverify(Path(r["pha_file"]))
-        _fitsverify(Path(r["bkg_file"]))
         s = _load(Path(r["pha_file"]))
         d = s.get_data(1)
         b = d.get_background()
