@@ -26,8 +26,8 @@ X-ray-binary candidates
     Hard and long-term variable: ``hard_hm ≥ min_hard_hm`` (default 0) and
     ``var_inter_index_b ≥ min_var_index`` (default 5; or ``var_inter_prob_b ≥
     min_var_prob`` when that column exists). The same rule is the recipe
-    ``queries/sources_xrb_candidates.sql`` (on a cached table) and ``.adql``
-    (on a CSC TAP service). The thresholds are xmine's defaults, not CSC's.
+    ``queries/sources_xrb_candidates.sql`` (on a cached table) and
+    ``sources_xrb_candidates_csc21.adql`` (on a CSC TAP service). The thresholds are xmine's defaults, not CSC's.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def load_sources(source: Any = None, *, store: Any = None, cone: tuple[float, fl
         return read_catalogue_table(arrow_to_astropy(arrow))
     from xmine.recipes import bound_sql, load_recipe
 
-    sql, bound = bound_sql(load_recipe(str(recipe), query_dirs), dict(params or {}))
+    name = str(recipe) if str(recipe).endswith((".sql", ".adql")) else f"{recipe}.sql"
+    sql, bound = bound_sql(load_recipe(name, query_dirs), dict(params or {}))
     return read_catalogue_table(arrow_to_astropy(store.query(sql, bound)))
 
 
