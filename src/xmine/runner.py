@@ -321,7 +321,8 @@ def _dask(todo: Sequence[ClusterSpec], config: XmineConfig, catalog: Any, run_id
 
 def run_sample(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog: Any = None,
                run_id: str | None = None, executor: str | None = None, workers: int | None = None,
-               scheduler: str | None = None, retry_failed: bool = False, quiet: bool = True) -> RunSummary:
+               scheduler: str | None = None, retry_failed: bool = False, quiet: bool = True, kind: str = "run",
+               extra_params: dict[str, Any] | None = None) -> RunSummary:
     """Run every cluster through the pipeline and record the results; resumable.
 
     Parameters
@@ -342,6 +343,10 @@ def run_sample(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog:
         Run again the clusters this run recorded as failed.
     quiet : bool, optional
         No progress display.
+    kind : str, optional
+        The kind recorded in ``runs`` (``"run"``; the demo records ``"demo"``).
+    extra_params : dict, optional
+        More parameters to record with the run (e.g. the seed of a simulated sample).
     """
     if not clusters:
         msg = "the sample is empty: no cluster to run"
@@ -353,19 +358,21 @@ def run_sample(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog:
         raise InputError(msg)
     ex = config.executor
     scheduler = scheduler or ex.dask_address or None
-    kind = "dask" if scheduler else (executor or ex.kind)
-    if kind not in ("serial", "processes", "dask"):
-        msg = f"unknown executor {kind!r}; use serial, processes or dask"
+    how = "dask" if scheduler else (executor or ex.kind)
+    if how not in ("serial", "processes", "dask"):
+        msg = f"unknown executor {how!r}; use serial, processes or dask"
         raise InputError(msg)
     n_workers = workers or ex.workers
     t0 = time.perf_counter()
     store_path = Path(config.project.store)
-    params = {"config": config.model_dump(mode="json", exclude={"executor"}), "clusters": sorted(names)}
+    params = {"config": config.model_dump(mode="json", exclude={"executor"}), "clusters": sorted(names),
+              **(extra_params or {})}
     with open_store(store_path, wait_s=STORE_WAIT_S) as st:
-        rid = st.start_run("run", params, run_id=run_id)
+        rid = st.start_run(kind, params, run_id=run_id, seed=(extra_params or {}).get("seed"))
         recorded = recorded_clusters(st, rid)
     summary = RunSummary(run_id=rid, store=store_path,
-                         columns=["cluster", "status", "obsids", "bins", "median S/N", "seconds", "reason"])
+                         columns=["cluster", "status", "obsids", "masked", "bins", "median S/N", "seconds",
+                                  "reason"])
     todo = []
     for c in clusters:
         state = recorded.get(c.name)
@@ -376,9 +383,9 @@ def run_sample(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog:
     progress = _Progress(len(todo), quiet=quiet)
     status = "failed"
     try:
-        if kind == "serial":
+        if how == "serial":
             outcomes = _serial(todo, config, catalog, rid, progress)
-        elif kind == "processes":
+        elif how == "processes":
             outcomes = _processes(todo, config, catalog, rid, progress, n_workers)
         else:
             outcomes = _dask(todo, config, catalog, rid, progress, n_workers, scheduler)
@@ -412,5 +419,6 @@ def _row(o: ClusterOutcome) -> tuple[Any, ...]:
     sn = "-"
     if o.regions is not None and o.regions.num_rows and "sn" in o.regions.column_names:
         sn = round(float(np.median(o.regions.column("sn").to_numpy())), 1)
-    return (o.cluster.name, o.status, " ".join(map(str, o.cluster.obsids)), o.n_bins if o.status == "done" else "-",
-            sn, round(o.seconds, 1), o.reason or "")
+    ok = o.status == "done"
+    return (o.cluster.name, o.status, " ".join(map(str, o.cluster.obsids)), o.summary.get("masked", "-"),
+            o.n_bins if ok else "-", sn, round(o.seconds, 1), o.reason or "")

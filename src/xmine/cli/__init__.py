@@ -26,7 +26,8 @@ _Handler = Callable[[argparse.Namespace], int]
 
 
 #: Modules that add verbs (each defines ``add_commands(sub)``), in the order of ``xmine --help``.
-COMMAND_MODULES: tuple[str, ...] = ("xmine.cli.pipeline", "xmine.cli.run", "xmine.cli.catalog")
+COMMAND_MODULES: tuple[str, ...] = ("xmine.cli.pipeline", "xmine.cli.run", "xmine.cli.study", "xmine.cli.catalog",
+                                     "xmine.cli.sources", "xmine.cli.catalog_tools")
 
 
 def _parser() -> argparse.ArgumentParser:

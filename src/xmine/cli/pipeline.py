@@ -28,7 +28,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xmine.demo import run_demo
 
-    result = run_demo(args.out, seed=args.seed)
+    result = run_demo(args.out, seed=args.seed, quiet=args.quiet)
     args.printer.table(f"xmine demo: {result.out_dir}", result.columns, result.rows)
     for line in result.notes:
         args.printer.line(line)
