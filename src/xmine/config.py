@@ -71,6 +71,9 @@ class Csc21Config(_Section):
     scs_url: str = Field(
         "https://cda.cfa.harvard.edu/csc21scs/coneSearch", description="CSC 2.1 simple cone search"
     )
+    products_url: str = Field(
+        "https://cda.cfa.harvard.edu/csccli", description="CSC per-source products service (csccli browse + retrieveFile)"
+    )
     master_source: str = Field("csc21.master_source", description="table of master sources")
     master_stack_assoc: str = Field("csc21.master_stack_assoc", description="master source -> stack detections")
     stack_observation_assoc: str = Field(
@@ -210,9 +213,14 @@ class FitConfig(_Section):
     """Spectral fits of the region spectra through sherpa (the ``fit`` extra)."""
 
     enabled: bool = Field(False, description="fit every region's combined spectrum (needs responses)")
-    model: str = Field("auto", description="auto (xsapec when sherpa has XSPEC, else bremsstrahlung) | apec | brems")
+    model: Literal["auto", "apec", "brems", "bremss"] = Field(
+        "auto", description="auto (xsapec when sherpa has XSPEC, else a bremsstrahlung continuum) | apec | bremss"
+    )
     nh_1e22: float | None = Field(None, ge=0, description="Galactic N_H in 1e22 cm^-2 (empty: HI4PI at the cluster)")
-    stat: Literal["cstat", "wstat", "chi2"] = Field("cstat", description="fit statistic")
+    stat: Literal["auto", "cstat", "wstat", "chi2"] = Field(
+        "auto", description="fit statistic; auto: wstat with a background spectrum, else cstat"
+    )
+    errors: bool = Field(True, description="1-sigma confidence intervals (a few seconds per region)")
     emin_kev: float = Field(0.5, gt=0, description="lower end of the fitted band, keV")
     emax_kev: float = Field(7.0, gt=0, description="upper end of the fitted band, keV")
 

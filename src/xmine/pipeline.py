@@ -652,7 +652,8 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
         f = config.fit
         table = fit.fit_region_spectra(Table.read(sp["table"], format="ascii.ecsv"), nh_1e22=f.nh_1e22,
                                        redshift=cluster.z, model=f.model, emin=f.emin_kev, emax=f.emax_kev,
-                                       stat=f.stat, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg)
+                                       stat=f.stat, ra_deg=cluster.ra_deg, dec_deg=cluster.dec_deg,
+                                       errors=f.errors)
         path = folder / "region_fits.ecsv"
         with atomic_write(path) as tmp:
             table.write(tmp, format="ascii.ecsv")
