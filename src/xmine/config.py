@@ -72,7 +72,7 @@ class Csc21Config(_Section):
         "https://cda.cfa.harvard.edu/csc21scs/coneSearch", description="CSC 2.1 simple cone search"
     )
     products_url: str = Field(
-        "https://cda.cfa.harvard.edu/csccli", description="CSC per-source products service (csccli browse + retrieveFile)"
+        "https://cda.cfa.harvard.edu/csccli", description="CSC per-source products (csccli browse, retrieveFile)"
     )
     master_source: str = Field("csc21.master_source", description="table of master sources")
     master_stack_assoc: str = Field("csc21.master_stack_assoc", description="master source -> stack detections")
