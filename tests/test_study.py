@@ -115,6 +115,7 @@ def test_population_split_is_recovered(population_run, tmp_path):
     names = sorted(truth_cc)
     right = np.mean([found[n] is truth_cc[n] for n in names])
     assert right >= 0.9, {n: (truth_cc[n], found[n]) for n in names}
+    assert result.silhouette > 0.5  # a clear split
     # the statistic discriminates: against shuffled labels it fails
     shuffled = np.random.default_rng(1).permutation([truth_cc[n] for n in names])
     assert np.mean([found[n] is bool(s) for n, s in zip(names, shuffled, strict=True)]) < 0.9
@@ -141,6 +142,27 @@ def test_population_split_is_recovered(population_run, tmp_path):
         nreg = store.query("SELECT count(*) AS n FROM regions").to_pylist()[0]
     assert n == {"n": N_CLUSTERS, "c": N_CLUSTERS}
     assert nr["n"] == nreg["n"]
+
+
+@pytest.mark.slow
+def test_an_injected_odd_region_is_flagged_across_the_sample(population_run, tmp_path):
+    import shutil
+
+    _root, _truth, config = population_run
+    store_path = tmp_path / "copy.duckdb"
+    shutil.copy(config.project.store, store_path)
+    with open_store(store_path) as store:
+        target = store.query("SELECT cluster, bin_id, hr FROM regions WHERE run_id = $r AND cluster = 'SIMPOP-001' "
+                             "ORDER BY r_r500 DESC LIMIT 1 OFFSET 2", {"r": RUN_ID}).to_pylist()[0]
+        store.con.execute("UPDATE regions SET hr = hr + 0.5 WHERE run_id = $r AND cluster = $c AND bin_id = $b",
+                          {"r": RUN_ID, "c": target["cluster"], "b": target["bin_id"]})
+    result = study_run(store_path, RUN_ID, out_dir=tmp_path / "s", cluster_maps=False, write_back=False)
+    rows = [r for r in result.regions.to_pylist() if r["cluster"] == target["cluster"]]
+    odd = {r["bin_id"]: (r["odd"], r["odd_score"]) for r in rows}
+    assert odd[target["bin_id"]][0], odd
+    assert odd[target["bin_id"]][1] == max(v[1] for v in odd.values())
+    flagged = sum(r["odd"] for r in result.regions.to_pylist())
+    assert flagged < 0.1 * result.regions.num_rows
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ from xmine.errors import CacheError, InputError
 from xmine.store import Store, atomic_write, open_store
 
 __all__ = [
+    "Classification",
     "GradientFit",
     "StudyResult",
     "bin_radii",
@@ -346,7 +347,33 @@ def _features(scale: str) -> tuple[str, str, str]:
     return ("log10_concentration", "hr_deficit", "hr_slope_per_r500" if scale == "r500" else "hr_slope_per_arcmin")
 
 
-def classify_clusters(summary: pa.Table, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+@dataclass(frozen=True)
+class Classification:
+    """Two groups of clusters (see :func:`classify_clusters`).
+
+    Attributes
+    ----------
+    group : numpy.ndarray of int
+        0 or 1 per cluster, −1 where a feature is missing (or no classification was possible).
+    cool_core_like : numpy.ndarray of bool
+        Whether the cluster's group is the cool-core-like one.
+    p_cool_core_like : numpy.ndarray
+        Mixture probability of the cool-core-like group (NaN when unclassified).
+    cool_group : int
+        The cool-core-like group's number (−1 when none).
+    silhouette : float
+        Mean silhouette of the split in the standardised features (scikit-learn): near 1 two clear groups,
+        ≲ 0.25 no real split (a mixture always makes two groups, even of one population). NaN when none.
+    """
+
+    group: np.ndarray
+    cool_core_like: np.ndarray
+    p_cool_core_like: np.ndarray
+    cool_group: int
+    silhouette: float
+
+
+def classify_clusters(summary: pa.Table, *, seed: int = 0) -> Classification:
     """Split clusters into two groups and name the cool-core-like one.
 
     Standardised features (log₁₀ concentration, hardness deficit, hardness
@@ -363,15 +390,9 @@ def classify_clusters(summary: pa.Table, *, seed: int = 0) -> tuple[np.ndarray, 
 
     Returns
     -------
-    group : numpy.ndarray of int
-        0 or 1 per cluster, −1 where a feature is missing (or no classification was possible).
-    cool_core_like : numpy.ndarray of bool
-        Whether the cluster's group is the cool-core-like one.
-    p_cool_core_like : numpy.ndarray
-        Mixture probability of the cool-core-like group (NaN when unclassified).
-    cool_group : int
-        The cool-core-like group's number (−1 when none).
+    Classification
     """
+    from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
     from sklearn.preprocessing import StandardScaler
 
@@ -382,19 +403,21 @@ def classify_clusters(summary: pa.Table, *, seed: int = 0) -> tuple[np.ndarray, 
     group = np.full(n, -1, dtype=np.int64)
     cool = np.zeros(n, dtype=bool)
     prob = np.full(n, np.nan)
+    none = Classification(group, cool, prob, -1, math.nan)
     if ok.sum() < 4:
-        return group, cool, prob, -1
+        return none
     z = StandardScaler().fit_transform(x[ok])
     gmm = GaussianMixture(n_components=2, covariance_type="diag", n_init=10, random_state=seed, reg_covar=1e-3)
     labels = gmm.fit_predict(z)
     if len(set(labels.tolist())) < 2:
-        return group, cool, prob, -1
+        return none
     score = z[:, 0] + z[:, 1]
     cool_group = int(np.argmax([score[labels == g].mean() for g in (0, 1)]))
     group[ok] = labels
     cool[ok] = labels == cool_group
     prob[ok] = gmm.predict_proba(z)[:, cool_group]
-    return group, cool, prob, cool_group
+    silhouette = float(silhouette_score(z, labels)) if ok.sum() > 2 else math.nan
+    return Classification(group, cool, prob, cool_group, silhouette)
 
 
 def find_odd_regions(radius: np.ndarray, hr: np.ndarray, log_sb_rel: np.ndarray, *, n_neighbors: int = 20
@@ -513,6 +536,8 @@ class StudyResult:
         Weighted mean hr in bins of scaled radius over the whole sample.
     cool_core_group : int
         The cool-core-like group number (−1 when no classification was possible).
+    silhouette : float
+        Mean silhouette of the two groups (see :class:`Classification`).
     report : Path
         ``index.html``.
     plots : dict of str to Path
@@ -529,6 +554,7 @@ class StudyResult:
     hardness: pa.Table
     cool_core_group: int
     report: Path
+    silhouette: float = math.nan
     plots: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -610,9 +636,14 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *,
     if scale == "arcmin" and r500_known.any():
         notes.append("some clusters have no R500: radii are in arcmin for all clusters")
     summary = summarise_clusters(regions, radius_scale=scale, run_id=rid)
-    group, cool, prob, cool_group = classify_clusters(summary, seed=seed)
+    split = classify_clusters(summary, seed=seed)
+    group, cool, prob, cool_group = split.group, split.cool_core_like, split.p_cool_core_like, split.cool_group
     if cool_group < 0:
         notes.append("fewer than four clusters with every feature (or one group only): no classification")
+    else:
+        verdict = "clear" if split.silhouette >= 0.5 else ("weak" if split.silhouette >= 0.25 else "no real")
+        notes.append(f"the two groups have a mean silhouette of {split.silhouette:.2f} ({verdict} split; a "
+                     "mixture makes two groups even of one population)")
 
     # regions: scaled radius, relative sb, odd flags
     names = _col(regions, "cluster", object)
@@ -650,7 +681,8 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *,
 
     out.mkdir(parents=True, exist_ok=True)
     result = StudyResult(run_id=rid, out_dir=out, radius_scale=scale, clusters=summary, regions=study_regions,
-                         hardness=hardness, cool_core_group=cool_group, report=out / "index.html", notes=notes)
+                         hardness=hardness, cool_core_group=cool_group, report=out / "index.html", notes=notes,
+                         silhouette=split.silhouette)
     result.plots["sky"] = _plot_sky(out / "sky.png", clusters, summary)
     result.plots["profiles"] = _plot_profiles(out / "profiles.png", profiles, regions, summary, scale=scale)
     result.plots["hardness"] = _plot_hardness(out / "hardness_radius.png", study_regions, hardness,
