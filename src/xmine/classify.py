@@ -426,7 +426,7 @@ def _cross_validate(X: np.ndarray, y: np.ndarray, cls_list: list[str], support: 
 
 
 def train_classifier(table: Any, label_column: str, *, features: Sequence[str] | None = None, folds: int = 5,
-                     seed: int = 0, max_iter: int = 100, learning_rate: float = 0.1, store: Any = None,
+                     seed: int = 0, max_iter: int = 60, learning_rate: float = 0.2, store: Any = None,
                      cross_validate: bool = True, n_threads: int | None = 1) -> TrainedClassifier:
     """Train a classifier on a labelled table, with a stratified k-fold cross-validated report.
 
@@ -651,7 +651,7 @@ class ClassificationRun:
 def run_classification(train: Any, label_column: str, *, predict: Any = None, store: Any = None,
                        out_table: str | None = None, model_path: str | os.PathLike[str] | None = None,
                        model: str | os.PathLike[str] | None = None, features: Sequence[str] | None = None,
-                       folds: int = 5, seed: int = 0, max_iter: int = 100) -> ClassificationRun:
+                       folds: int = 5, seed: int = 0, max_iter: int = 60) -> ClassificationRun:
     """Train (or load) a classifier, predict a table, write the predictions and save the model.
 
     Parameters

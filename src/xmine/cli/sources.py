@@ -182,7 +182,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--features", help="comma-separated feature columns (default: the catalogue properties found)")
     q.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds (default 5)")
     q.add_argument("--seed", type=int, default=0, help="seed of the folds and the classifier (default 0)")
-    q.add_argument("--max-iter", type=int, default=100, help="boosting iterations (default 100)")
+    q.add_argument("--max-iter", type=int, default=60, help="boosting iterations (default 60)")
     q.add_argument("--out-table", help="write predictions + provenance to this store table")
     q.add_argument("--out", type=Path, help="also write the predictions to a file")
     q.add_argument("--save-model", type=Path, help="save the model (joblib + .json provenance)")
