@@ -173,3 +173,45 @@ def test_epoch_pair_is_seeded():
     assert np.array_equal(a.reference["flux_aper_b"], b.reference["flux_aper_b"])
     c = dataclasses.replace(a)
     assert c.truth is a.truth
+
+
+def test_csc_like_epochs_from_the_sky_simulator():
+    """Two CSC-like epochs of the demo sky (xmine.simulate): rates changed in the truth, catalogued, compared."""
+    from xmine.simulate import demo_truth, make_catalogs
+
+    truth = demo_truth(seed=2026)
+    ref_cats = make_catalogs(truth, seed=0)
+    ref = ref_cats.csc_master_source
+    match = ref_cats.truth_match[ref_cats.truth_match["catalogue"] == "csc21"]
+    to_truth = dict(zip(np.asarray(match["cat_id"]), np.asarray(match["truth_name"]), strict=True))
+    point = ~np.asarray(ref["extent_flag"], dtype=bool)
+    order = np.argsort(-np.asarray(ref["flux_aper_b"]))
+    bright = [str(ref["name"][i]) for i in order if point[i]][:3]
+    down, up, gone = (to_truth[n] for n in bright)
+
+    ps = truth.point_sources.copy()
+    names = np.asarray(ps["name"])
+    ps["rate_cps"][names == up] *= 5.0
+    ps["rate_cps"][names == down] /= 5.0
+    new_row = ps[names == up][0]
+    ps.remove_rows(np.flatnonzero(names == gone))
+    ps.add_row({**{c: new_row[c] for c in ps.colnames}, "name": "INJECTED-NEW",
+                "dec_deg": float(new_row["dec_deg"]) + 1.5 / 60})
+    new_cats = make_catalogs(dataclasses.replace(truth, point_sources=ps), seed=1)
+    new = new_cats.csc_master_source
+    nmatch = new_cats.truth_match[new_cats.truth_match["catalogue"] == "csc21"]
+    new_truth = dict(zip(np.asarray(nmatch["cat_id"]), np.asarray(nmatch["truth_name"]), strict=True))
+
+    limit = float(np.min(new["flux_aper_b"]))  # the faintest new detection stands for the new epoch's limit
+    res = compare_fluxes(ref, new, new_limit=limit)
+    by_truth = {}
+    for r in res:
+        key = to_truth.get(str(r["name_ref"])) or new_truth.get(str(r["name_new"]))
+        by_truth.setdefault(key, []).append(str(r["flag"]))
+    assert by_truth[up] == ["brightened"]
+    assert by_truth[down] == ["faded"]
+    assert by_truth[gone] == ["vanished"]
+    assert by_truth["INJECTED-NEW"] == ["new"]
+    same = [k for k in by_truth if k not in (up, down, gone, "INJECTED-NEW")]
+    assert len(same) > 20
+    assert not any(f in ("brightened", "faded") for k in same for f in by_truth[k])
