@@ -8,8 +8,10 @@ so a skip there would hide a broken checkout.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,6 +28,16 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: this input must be present)")
     pytest.skip(reason)
+
+
+def import_or_skip(name: str, reason: str) -> ModuleType:
+    """Import an optional module (e.g. sherpa, the fit extra); skip the caller without it, fail under CI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: .ci/run installs it)", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

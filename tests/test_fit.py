@@ -13,14 +13,14 @@ import warnings
 import numpy as np
 import pytest
 from astropy.table import Table
-from tests.conftest import skip_or_fail
+from tests.conftest import import_or_skip, skip_or_fail
 
 from xmine.errors import InputError
 from xmine.simulate import spectra as simspec
 from xmine.simulate.responses import write_simulator_responses
 from xmine.spectra import write_pha
 
-pytest.importorskip("sherpa.astro.ui.utils", reason="sherpa (the fit extra) is not installed")
+import_or_skip("sherpa.astro.ui.utils", "sherpa (the fit extra) is not installed")
 logging.getLogger("sherpa").setLevel(logging.ERROR)
 
 from xmine.fit import (  # noqa: E402  (after the sherpa check)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
-from tests.conftest import skip_or_fail
+from tests.conftest import import_or_skip, skip_or_fail
 
 from xmine.errors import InputError
 from xmine.images import celestial_wcs
@@ -31,7 +31,7 @@ from xmine.spectra import (
     write_pha,
 )
 
-sherpa_ui = pytest.importorskip("sherpa.astro.ui.utils", reason="sherpa (the fit extra) is not installed")
+sherpa_ui = import_or_skip("sherpa.astro.ui.utils", "sherpa (the fit extra) is not installed")
 logging.getLogger("sherpa").setLevel(logging.ERROR)
 
 
