@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from xmine import simulate
 from xmine.config import load_config
 from xmine.errors import InputError
 from xmine.runner import load_sample, run_sample
-from xmine.simulate.population import POPULATIONS, population_sample, population_truth
+from xmine.simulate.population import POPULATIONS, make_population, population_truth
 from xmine.store import open_store
 from xmine.study import find_odd_regions, fit_gradient, study_run
 
@@ -37,17 +36,15 @@ def _insert(con, table: str, run_id: str, cluster: str, rows: list[dict]) -> Non
 def population_run(tmp_path_factory):
     """A 10-cluster CC/NCC sample simulated, processed, measured and recorded in a results store."""
     root = tmp_path_factory.mktemp("population")
-    truth = population_truth(N_CLUSTERS, seed=11, cluster_counts_per_obsid=3000.0, obsids_per_cluster=(2, 2))
-    products = simulate.simulate_sky(truth, root / "archive", seed=11)
-    catalog = Table.read(products.catalog_files["csc21/master_source.fits"])
+    made = make_population(root, N_CLUSTERS, seed=11, cluster_counts_per_obsid=3000.0, obsids_per_cluster=(2, 2))
+    truth = made.truth
+    catalog = Table.read(made.catalog)
     config = load_config(environ={}, overrides={
         "project": {"data_dir": str(root / "archive"), "work_dir": str(root / "work"),
                     "store": str(root / "xmine.duckdb")},
         "cache": {"offline": True}, "binning": {"sn": 15.0, "smoothsn": 15.0}, "spectra": {"enabled": False},
         "process": {"merge_size_arcmin": 8.0, "crop_radius_arcmin": 2.0, "binsize": 2.0, "bg_inner_arcmin": 3.0}})
-    sample = root / "sample.ecsv"
-    population_sample(truth).write(sample)
-    clusters, _ = load_sample(sample)
+    clusters, _ = load_sample(made.sample)
     summary = run_sample(clusters, config=config, catalog=catalog, run_id=RUN_ID, executor="serial")
     assert summary.done == N_CLUSTERS, summary.rows
     return root, truth, config

@@ -867,7 +867,8 @@ def _plot_bin_map(path: Path, cluster: dict[str, Any], regions: pa.Table) -> Pat
     edges[:, 1:] |= binmap[:, 1:] != binmap[:, :-1]
     edges[1:, :] |= binmap[1:, :] != binmap[:-1, :]
     edge_img = np.where(edges, 1.0, np.nan)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))  # no layout engine: one per cluster, kept cheap
+    fig.subplots_adjust(left=0.06, right=0.93, bottom=0.1, top=0.88, wspace=0.2)
     axes[0].imshow(np.log1p(image), origin="lower", cmap="magma")
     axes[0].imshow(edge_img, origin="lower", cmap="cool", interpolation="nearest", alpha=0.8)
     axes[0].set_title("counts (log) and bin outlines")

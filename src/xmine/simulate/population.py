@@ -35,14 +35,19 @@ Scalings and approximations (a simulation, not a fit to a survey)
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from xmine.errors import InputError
+from xmine.simulate.sky import SimulationProducts
 from xmine.simulate.truth import Truth, _offset_deg, validate_truth
 
-__all__ = ["POPULATIONS", "population_sample", "population_truth"]
+__all__ = ["POPULATIONS", "PopulationProducts", "make_population", "population_sample", "population_truth"]
 
 #: Population labels written in the clusters table's ``population`` column.
 POPULATIONS: tuple[str, str] = ("cool_core", "non_cool_core")
@@ -248,3 +253,60 @@ def population_sample(truth: Truth) -> Table:
                      float(row["z"]), float(row["r500_kpc"]) if "r500_kpc" in c.colnames else math.nan,
                      float(row["kt_kev"]), str(row["population"]) if "population" in c.colnames else ""))
     return Table(rows=rows, names=["name", "ra_deg", "dec_deg", "obsids", "z", "r500_kpc", "tx_kev", "population"])
+
+
+@dataclass
+class PopulationProducts:
+    """What :func:`make_population` wrote.
+
+    Attributes
+    ----------
+    truth : Truth
+    sample : Path
+        ``<out_dir>/sample.csv``, the table ``xmine run`` reads (see :func:`population_sample`).
+    catalog : Path
+        The simulated CSC master sources, the point-source catalogue for ``xmine run --catalog``.
+    sky : SimulationProducts
+        The archive-like obsid folders under ``<out_dir>/archive`` (``project.data_dir``).
+    """
+
+    truth: Truth
+    sample: Path
+    catalog: Path
+    sky: SimulationProducts
+
+
+def make_population(out_dir: str | os.PathLike[str], n_clusters: int, *, seed: int, **truth_options: Any
+                    ) -> PopulationProducts:
+    """Simulate a population's observations and write the sample table a bulk run reads.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder for ``archive/`` (the simulated obsids and catalogues) and ``sample.csv``.
+    n_clusters : int
+    seed : int
+        Seed of the truth and of the events.
+    **truth_options
+        Passed to :func:`population_truth` (``cluster_counts_per_obsid``, ``cool_core_fraction`` …).
+
+    Returns
+    -------
+    PopulationProducts
+
+    Examples
+    --------
+    Run it with ``xmine run OUT/sample.csv --catalog OUT/archive/catalogs/csc21/master_source.fits`` and
+    ``project.data_dir = OUT/archive``.
+    """
+    from xmine.simulate.sky import simulate_sky
+    from xmine.store import atomic_write
+
+    out = Path(out_dir)
+    truth = population_truth(n_clusters, seed=seed, **truth_options)
+    sky = simulate_sky(truth, out / "archive", seed=seed)
+    sample = out / "sample.csv"
+    with atomic_write(sample) as tmp:
+        population_sample(truth).write(tmp, format="ascii.csv")
+    return PopulationProducts(truth=truth, sample=sample, catalog=sky.catalog_files["csc21/master_source.fits"],
+                              sky=sky)
