@@ -438,7 +438,7 @@ def compare_fluxes(reference: Any, new: Any, *, factor: float = 3.0, match_radiu
                 rule = "not detected; no new upper limit at this position (outside the map or none given)"
             rows.append((flag, ref["name"][i], "", ref["ra"][i], ref["dec"][i], nan, f, lo, hi, nan, nan, nan, ln,
                          nan, ratio, flag == "vanished", rule))
-    for k, j in enumerate(unmatched):
+    for k, j in enumerate(unmatched.tolist()):
         fn, lon, hin = (float(nw[c][j]) for c in ("flux", "flux_lo90", "flux_hi90"))
         lr = float(lim_ref[k])
         if np.isfinite(lr):

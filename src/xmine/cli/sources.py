@@ -142,7 +142,7 @@ def _cmd_changes(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``xmine sources simulate|hardness|classify|changes``."""
     p = sub.add_parser("sources", help="catalogue science: hardness/variability, classification, flux changes")
     ssub = p.add_subparsers(dest="sources_command", required=True, metavar="VERB")

@@ -74,7 +74,8 @@ def _grid(kind: str, params: np.ndarray, nh_grid: np.ndarray) -> tuple[np.ndarra
                      for lo, hi in _BANDS], axis=-1)
     m = (e >= 0.5) & (e <= 7.0)
     eflux = np.trapezoid(e[m] * n[..., m], e[m], axis=-1) * spectra.KEV_TO_ERG
-    return band / band.sum(axis=-1, keepdims=True), eflux / np.trapezoid(folded[..., m], e[m], axis=-1)
+    ecf = np.asarray(eflux / np.trapezoid(folded[..., m], e[m], axis=-1), dtype=float)
+    return np.asarray(band / band.sum(axis=-1, keepdims=True), dtype=float), ecf
 
 
 def _lookup(grid: tuple[np.ndarray, np.ndarray], params: np.ndarray, nh_grid: np.ndarray, p: np.ndarray,
@@ -296,7 +297,7 @@ def make_epoch_pair(n: int = 300, *, seed: int = 0, change_factor: float = 5.0, 
     def _exposure(ra_: np.ndarray, dec_: np.ndarray) -> np.ndarray:
         dx = (ra_ - ra_deg) * np.cos(np.radians(dec_deg))
         rr = np.hypot(dx, dec_ - dec_deg)
-        return t_exp / (1 + (rr / r0) ** 2)
+        return np.asarray(t_exp / (1 + (rr / r0) ** 2), dtype=float)
 
     f_ref = 10 ** rng.normal(math.log10(3e-14), 0.4, n_tot)
     f_new = f_ref.copy()
