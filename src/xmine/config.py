@@ -205,7 +205,8 @@ class SpectraConfig(_Section):
 
     enabled: bool = Field(True, description="write a source and background spectrum per bin, per obsid and combined")
     responses_dir: Path | None = Field(
-        None, description="folder of responses, <obsid>.arf and <obsid>.rmf (or *<obsid>*.arf/rmf); empty: none"
+        None, description="folder of responses, one *<obsid>*.arf and *<obsid>*.rmf per obsid; 'simulator' for "
+        "xmine's simulated observations; unset: spectra without responses"
     )
 
 

@@ -32,6 +32,8 @@ __all__ = ["DEMO_PARAMS", "DemoResult", "run_demo"]
 DEMO_PARAMS: dict[str, Any] = {
     "binning": {"sn": 20.0, "smoothsn": 20.0, "constrainfill": True, "constrainval": 2.0},
     "process": {"merge_size_arcmin": 10.0, "crop_radius_arcmin": 2.5, "binsize": 1.0},
+    # the region spectra name the simulator's own ARF and RMF, so they can be fitted ([fit] enabled = true)
+    "spectra": {"responses_dir": "simulator"},
 }
 
 

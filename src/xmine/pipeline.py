@@ -623,7 +623,8 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
 
     if not config.spectra.enabled:
         return
-    responses = _responses(config.spectra.responses_dir, list(clean))
+    # a folder of *<obsid>*.arf/.rmf, "simulator" (xmine's simulated observations) or none
+    responses = None if config.spectra.responses_dir is None else str(config.spectra.responses_dir)
 
     def _spectra(folder: Path) -> dict[str, Any]:
         from xmine import spectra
@@ -671,28 +672,6 @@ def _region_shapes(path: Path) -> str:
     shapes = [ln.strip() for ln in path.read_text().splitlines()
               if ln.strip().lstrip("-").startswith(("polygon", "box", "circle", "ellipse"))]
     return "; ".join(shapes)
-
-
-def _responses(folder: Path | None, obsids: Sequence[int]) -> dict[str, list[str]] | None:
-    """Find each obsid's ARF and RMF in ``folder`` (``*<obsid>*.arf``/``.rmf``, or the one pair there is)."""
-    if folder is None:
-        return None
-    d = Path(folder)
-    if not d.is_dir():
-        msg = f"spectra.responses_dir {d} is not a folder; give the folder of <obsid>.arf/<obsid>.rmf files"
-        raise InputError(msg)
-    arfs, rmfs = sorted(d.glob("*.arf")), sorted(d.glob("*.rmf"))
-    out: dict[str, list[str]] = {}
-    for obsid in obsids:
-        pattern = re.compile(rf"(?<!\d)0*{obsid}(?!\d)")
-        a = [f for f in arfs if pattern.search(f.name)] or (arfs if len(arfs) == 1 else [])
-        r = [f for f in rmfs if pattern.search(f.name)] or (rmfs if len(rmfs) == 1 else [])
-        if len(a) != 1 or len(r) != 1:
-            msg = (f"spectra.responses_dir {d}: found {len(a)} ARF and {len(r)} RMF for obsid {obsid}; "
-                   "keep one *<obsid>*.arf and one *<obsid>*.rmf per obsid (or a single pair for all)")
-            raise InputError(msg)
-        out[str(obsid)] = [str(a[0]), str(r[0])]
-    return out
 
 
 def _flux_image(counts_path: Path, exposure_path: Path, out: Path, *, k: float) -> Path:
