@@ -633,7 +633,8 @@ def run_sql(store_path: str | Path, sql: str, params: Mapping[str, Any] | None =
     if extra:
         msg = f"SQL has no parameter(s) {', '.join(':' + n for n in extra)}; it uses: {', '.join(names) or 'none'}"
         raise InputError(msg)
-    store = open_store(store_path, read_only=True)
+    # a bulk run holds the file only while it records a cluster (well under a second): wait for it
+    store = open_store(store_path, read_only=True, wait_s=min(timeout_s, 30.0))
     con = store.con.cursor()  # a fresh cursor: the store's own may hold an unfinished result
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.start()
