@@ -99,6 +99,46 @@ def test_odd_region_detector_flags_an_injected_region():
     assert odd.mean() < 0.05
 
 
+def _synthetic_store(path, *, n_per_group: int = 4, seed: int = 4) -> None:
+    """A results store of clusters without products, z or R500: CC-like (peaked, soft centre) and flat ones."""
+    rng = np.random.default_rng(seed)
+    with open_store(path) as store:
+        store.start_run("run", {}, run_id="syn")
+        for i in range(2 * n_per_group):
+            cc = i < n_per_group
+            name = f"SYN-{i:02d}"
+            _insert(store.con, "clusters", "syn", name, [{"ra_deg": 10.0 + 5 * i, "dec_deg": -5.0 + i,
+                                                          "status": "done", "n_bins": 20,
+                                                          "recorded_at": dt.datetime.now(dt.UTC)}])
+            r = np.sort(rng.uniform(0.05, 2.0, 20))  # arcmin
+            rc = 0.1 if cc else 0.8
+            sb = 1e-4 * (1 + (r / rc) ** 2) ** -1.5 * 10 ** rng.normal(0, 0.03, r.size)
+            hr = (-0.5 + (0.15 * np.clip(r / 0.8, 0, 1) if cc else 0.0)) + rng.normal(0, 0.02, r.size)
+            _insert(store.con, "regions", "syn", name, [
+                {"bin_id": b, "area_arcsec2": 100.0, "sb_cps_arcsec2": float(sb[b]), "hr": float(hr[b]),
+                 "hr_err": 0.02, "r_arcmin": float(r[b]), "r_r500": None} for b in range(r.size)])
+        store.finish_run("syn")
+
+
+def test_study_in_arcmin_without_products(tmp_path):
+    store = tmp_path / "syn.duckdb"
+    _synthetic_store(store)
+    result = study_run(store, out_dir=tmp_path / "out")
+    assert result.run_id == "syn"
+    assert result.radius_scale == "arcmin"
+    found = {r["cluster"]: r["cool_core_like"] for r in result.clusters.to_pylist()}
+    assert found == {f"SYN-{i:02d}": i < 4 for i in range(8)}
+    slopes = {r["cluster"]: r["hr_slope_per_arcmin"] for r in result.clusters.to_pylist()}
+    assert all(slopes[f"SYN-{i:02d}"] > 0.04 for i in range(4)), slopes
+    assert all(abs(slopes[f"SYN-{i:02d}"]) < 0.02 for i in range(4, 8)), slopes
+    assert all(r["hr_slope_per_r500"] is None for r in result.clusters.to_pylist())
+    assert any("no bin map" in n for n in result.notes)
+    assert not [k for k in result.plots if k.startswith("map:")]
+    assert result.plots["profiles"].exists()  # drawn with a note, as the run has no profiles
+    html = result.report.read_text()
+    assert "radius in r_arcmin" in html
+
+
 @pytest.mark.slow
 def test_population_split_is_recovered(population_run, tmp_path):
     _root, truth, config = population_run
