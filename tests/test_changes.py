@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
@@ -215,3 +216,58 @@ def test_csc_like_epochs_from_the_sky_simulator():
     same = [k for k in by_truth if k not in (up, down, gone, "INJECTED-NEW")]
     assert len(same) > 20
     assert not any(f in ("brightened", "faded") for k in same for f in by_truth[k])
+
+
+def test_xmine_detections_against_a_reference_through_the_cli(tmp_path):
+    """xmine's own detections on a simulated field (xmine.detect) as the new list, through `xmine sources changes`."""
+    from astropy.wcs import WCS as _WCS
+    from tests.test_hardness import run_sources_cli
+
+    from xmine.detect import detect_sources, simulate_detection_field
+
+    img, hdr, truth, _ = simulate_detection_field(512, n_sources=25, counts_range=(40, 800), cluster_counts=2e4,
+                                                  seed=3)
+    det = detect_sources(img, header=hdr)
+    det.meta.clear()  # detect keeps its thresholds in meta (long keys): not needed here
+    det.write(tmp_path / "det.fits")
+    ecf, expo = 1e-11, 1e4  # erg cm-2 per count, s: 1 count = 1e-15 erg cm-2 s-1
+    k = ecf / expo
+    ra, dec = _WCS(hdr).all_pix2world(np.asarray(truth["x_pix"]), np.asarray(truth["y_pix"]), 0)
+    counts = np.asarray(truth["counts"], float)
+    bright = np.flatnonzero(counts >= 250)
+    assert bright.size >= 4
+    faded, brightened, new = bright[:3]
+    ref_flux = counts * k
+    ref_flux[faded] *= 5.0  # the reference epoch saw it 5x brighter
+    ref_flux[brightened] /= 5.0
+    keep = np.ones(counts.size, dtype=bool)
+    keep[new] = False  # not in the reference: a new source
+    # a reference source where the field has nothing: vanished below the new limit
+    x_gone, y_gone = 60.0, 450.0
+    assert np.min(np.hypot(truth["x_pix"] - x_gone, truth["y_pix"] - y_gone)) > 30
+    ra_gone, dec_gone = _WCS(hdr).all_pix2world([x_gone], [y_gone], 0)
+    ref = Table({"name": [f"T{i}" for i in np.flatnonzero(keep)] + ["GONE"],
+                 "ra": np.r_[ra[keep], ra_gone], "dec": np.r_[dec[keep], dec_gone],
+                 "flux": np.r_[ref_flux[keep], 400 * k]})
+    ref["flux_lo"] = 0.9 * ref["flux"]
+    ref["flux_hi"] = 1.1 * ref["flux"]
+    ref.write(tmp_path / "ref.fits")
+    code, out = run_sources_cli(["changes", "--reference", str(tmp_path / "ref.fits"), "--new",
+                                 str(tmp_path / "det.fits"), "--new-ecf", str(ecf), "--new-exposure-s", str(expo),
+                                 "--new-limit", str(20 * k), "--out", str(tmp_path / "flags.ecsv")])
+    assert code == 0, out
+    res = Table.read(tmp_path / "flags.ecsv")
+    flag = {str(r["name_ref"]): str(r["flag"]) for r in res if r["name_ref"]}
+    assert flag[f"T{faded}"] == "faded"
+    assert flag[f"T{brightened}"] == "brightened"
+    assert flag["GONE"] == "vanished"
+    sep = SkyCoord(res["ra"], res["dec"], unit="deg").separation(SkyCoord(ra[new], dec[new], unit="deg")).arcsec
+    assert str(res["flag"][np.argmin(sep)]) == "new"
+    assert np.min(sep) < 2
+    steady = [f"T{i}" for i in np.flatnonzero(keep & (counts >= 100)) if i not in (faded, brightened)]
+    assert len(steady) >= 5
+    assert all(flag[n] == "unchanged" for n in steady)
+    code, out = run_sources_cli(["changes", "--reference", str(tmp_path / "ref.fits"), "--new",
+                                 str(tmp_path / "det.fits"), "--new-ecf", str(ecf)])
+    assert code == 1
+    assert "--new-exposure-s" in out

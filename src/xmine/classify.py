@@ -69,6 +69,7 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "flux_aper_b", "flux_aper90_b", "flux_aper90_s", "flux_aper90_m", "flux_aper90_h", "flux_powlaw",
     "sc_ep_8_flux", "sc_hr1", "sc_hr2", "sc_hr3", "sc_hr4", "sc_var_flag", "sc_extent",
     "significance", "extent_flag", "major_axis", "conf_flag",
+    "j_m", "h_m", "k_m",  # 2MASS magnitudes of a cross-match (other *_mag / *mag columns are found by name)
 )
 _MAG_RE = re.compile(r".*_mag$|.*mag_.*|^[a-z0-9]+mag$", re.IGNORECASE)
 _SEXA_RE = re.compile(r"^[+-]?\d{1,3}[ :]\d{1,2}[ :]\d{1,2}(\.\d*)?$")

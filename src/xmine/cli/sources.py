@@ -118,7 +118,18 @@ def _cmd_changes(args: argparse.Namespace) -> int:
 
     named = [v for v in (args.reference, args.new) if not _is_file(v)]
     with _maybe_store(args, needed=bool(named)) as store:
-        res = run_changes(args.reference, args.new, out=args.out, overwrite=args.force, alerts_only=args.alerts_only,
+        new: Any = args.new
+        if args.new_ecf is not None or args.new_exposure_s is not None:
+            from xmine.changes import detections_to_flux_list
+            from xmine.classify import read_catalogue_table
+            from xmine.errors import InputError
+
+            if args.new_ecf is None or args.new_exposure_s is None:
+                msg = "xmine detections need both --new-ecf (erg cm-2 per count) and --new-exposure-s"
+                raise InputError(msg)
+            new = detections_to_flux_list(read_catalogue_table(args.new, store=store), exposure_s=args.new_exposure_s,
+                                          ecf_erg_cm2_per_count=args.new_ecf)
+        res = run_changes(args.reference, new, out=args.out, overwrite=args.force, alerts_only=args.alerts_only,
                           factor=args.factor, match_radius_arcsec=args.radius_arcsec,
                           new_limit=_limit(args.new_limit, args.new_sensitivity_map),
                           ref_limit=_limit(args.ref_limit, args.ref_sensitivity_map),
@@ -193,6 +204,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q = ssub.add_parser("changes", help="flag flux changes and new sources against a reference list")
     q.add_argument("--reference", required=True, help="reference list (file or store table, e.g. cached CSC)")
     q.add_argument("--new", required=True, help="new list (file or store table, e.g. another epoch)")
+    q.add_argument("--new-ecf", type=float,
+                   help="--new is xmine detect output (counts): energy flux per count rate, erg cm-2 per count")
+    q.add_argument("--new-exposure-s", type=float, help="exposure of the detections (s), with --new-ecf")
     q.add_argument("--factor", type=float, default=3.0, help="change factor beyond 90 %% intervals (default 3)")
     q.add_argument("--radius-arcsec", type=float, default=5.0, help="match radius (default 5)")
     q.add_argument("--new-limit", type=float, help="uniform upper limit of the new epoch (erg cm-2 s-1)")
