@@ -271,3 +271,13 @@ def test_xmine_detections_against_a_reference_through_the_cli(tmp_path):
                                  str(tmp_path / "det.fits"), "--new-ecf", str(ecf)])
     assert code == 1
     assert "--new-exposure-s" in out
+
+
+def test_csc_against_4xmm_columns_warns_without_being_told():
+    csc = Table({"name": ["c"], "ra": [1.0], "dec": [1.0], "flux_aper_b": [1e-14], "flux_aper_lolim_b": [9e-15],
+                 "flux_aper_hilim_b": [1.1e-14]})
+    xmm = Table({"IAUNAME": ["x"], "SC_RA": [1.0], "SC_DEC": [1.0], "SC_EP_8_FLUX": [1.5e-14],
+                 "SC_EP_8_FLUX_ERR": [1e-15]})
+    with pytest.warns(XmineWarning, match=r"0.5–7.0 keV against 0.2–12.0 keV.*Chandra ACIS against XMM-Newton EPIC"):
+        res = compare_fluxes(csc, xmm)
+    assert str(res["flag"][0]) == "unchanged"

@@ -72,6 +72,11 @@ _Z90 = 1.6448536269514722
 _NAME_COLS = ("name", "iauname", "srcid", "detid", "source")
 _RA_DEC = (("ra", "dec"), ("ra_deg", "dec_deg"), ("sc_ra", "sc_dec"))
 _FLUX_COLS = ("flux_aper_b", "flux_aper90_b", "sc_ep_8_flux", "ep_8_flux", "flux")
+#: Band (keV) and instrument of catalogue flux columns, used when the caller does not say.
+_KNOWN_FLUX: dict[str, tuple[tuple[float, float], str]] = {
+    "flux_aper_b": ((0.5, 7.0), "Chandra ACIS"), "flux_aper90_b": ((0.5, 7.0), "Chandra ACIS"),
+    "sc_ep_8_flux": ((0.2, 12.0), "XMM-Newton EPIC"), "ep_8_flux": ((0.2, 12.0), "XMM-Newton EPIC"),
+}
 
 
 # ---------------------------------------------------------------------------- sensitivity maps
@@ -381,7 +386,9 @@ def compare_fluxes(reference: Any, new: Any, *, factor: float = 3.0, match_radiu
     ref_confidence, new_confidence : float, optional
         Confidence of each list's ``lo``/``hi`` limits (rescaled to 90 %).
     ref_band_kev, new_band_kev, ref_instrument, new_instrument : optional
-        What each flux means; a warning is issued when they differ.
+        What each flux means; a warning is issued when they differ. When not given
+        they are known for CSC's ``flux_aper_b``/``flux_aper90_b`` (0.5–7 keV, Chandra ACIS)
+        and 4XMM's ``sc_ep_8_flux``/``ep_8_flux`` (0.2–12 keV, XMM-Newton EPIC).
     store : xmine.store.Store, optional
         To read lists by table name.
 
@@ -396,9 +403,12 @@ def compare_fluxes(reference: Any, new: Any, *, factor: float = 3.0, match_radiu
     if not (factor > 1):
         msg = f"factor {factor} must be above 1"
         raise InputError(msg)
-    notes = _warn_mismatch(ref_band_kev, new_band_kev, ref_instrument, new_instrument)
     ref = flux_list(reference, confidence=ref_confidence, store=store, what="reference")
     nw = flux_list(new, confidence=new_confidence, store=store, what="new")
+    known_ref = _KNOWN_FLUX.get(ref.meta["flux_column"].lower(), (None, None))
+    known_new = _KNOWN_FLUX.get(nw.meta["flux_column"].lower(), (None, None))
+    notes = _warn_mismatch(ref_band_kev or known_ref[0], new_band_kev or known_new[0],
+                           ref_instrument or known_ref[1], new_instrument or known_new[1])
     r2n, sep = _match(ref, nw, match_radius_arcsec)
     lim_new = _limits(new_limit, np.asarray(ref["ra"]), np.asarray(ref["dec"]))
     matched_new = np.zeros(len(nw), dtype=bool)

@@ -1,10 +1,10 @@
 """Hardness ratios against variability for catalogue sources: tables, PNG plots and X-ray-binary candidates.
 
 CSC hardness conventions (master_source ``hard_hs``, ``hard_ms``, ``hard_hm``)
-    ``hard_xy = (F_x − F_y) / (F_x + F_y)`` of the aperture-corrected source
-    rates in the bands s 0.5–1.2, m 1.2–2 and h 2–7 keV, so −1 (all soft) … +1
-    (all hard). CSC 2 computes them as Bayesian estimates (with ``_lolim`` /
-    ``_hilim``); a source with no counts in both bands has NULL hardness, and ±1
+    ``hard_xy = (F_x − F_y) / (F_x + F_y)`` of the source's net intensities in
+    the bands s 0.5–1.2, m 1.2–2 and h 2–7 keV (as CSC defines them: see its
+    column descriptions), so −1 (all soft) … +1 (all hard). CSC 2 gives them as
+    Bayesian estimates with ``_lolim`` / ``_hilim``; a source with no counts in both bands has NULL hardness, and ±1
     means one band is empty, not an infinitely hard or soft spectrum. HRC-only
     sources have no bands and hence no hardness. xmine plots the values as given,
     counts NULLs per ratio, and never fills them in.
