@@ -28,6 +28,7 @@ Definitions (what a user should know before quoting a number)
   (:func:`bin_radii`): contour bins follow isophotes, and an outer bin can be a
   ring whose centroid (the ``regions`` table's ``r_arcmin``) lies at the centre.
   Without a bin map the recorded centroid distance is used (and said so).
+* **Central surface brightness**: that of the region nearest the centre.
 * **Inner / outer.** Inner: regions with radius < 0.05 r500 (0.25′); outer:
   0.1–0.3 r500 (0.5′–1.5′). When a range holds no region, inner falls back to
   the region nearest the centre and outer to the outermost quarter of the
@@ -47,13 +48,19 @@ Definitions (what a user should know before quoting a number)
 * **Classification features**: log₁₀ c_sb, the hardness deficit and the
   hardness slope, each standardised over the sample; clusters missing one of
   them are left unclassified (group NULL). With fewer than four classifiable
-  clusters no classification is made.
+  clusters no classification is made. A mixture always makes two groups, even
+  of one population: the split's mean silhouette (:class:`Classification`)
+  says whether they are real (≳ 0.5 clear, ≲ 0.25 none). The group is called
+  cool-core-like from these X-ray shapes alone; no temperature, entropy or
+  cooling time is measured.
 * **Odd regions**: LocalOutlierFactor (20 neighbours, the library's automatic
   threshold) on robust-scaled (radius, hr, log₁₀ of sb over the cluster's outer
-  sb); the score is LOF's outlier factor (≈ 1 typical, larger is odder).
+  sb); the score is LOF's outlier factor (≈ 1 typical, larger is odder). The
+  sample's outermost regions are sparse in these features and are the usual
+  false alarms; errors are not used, so a faint bin's noisy hr can be flagged.
 
-The tables it reads are the lead's results schema (``results.py``); the only
-tables it writes are ``study_clusters`` and ``study_regions``.
+It reads the results schema of :mod:`xmine.results`; the only tables it writes
+are ``study_clusters`` and ``study_regions`` (keyed by run_id, cluster[, bin_id]).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -685,8 +693,8 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *,
                          silhouette=split.silhouette)
     result.plots["sky"] = _plot_sky(out / "sky.png", clusters, summary)
     result.plots["profiles"] = _plot_profiles(out / "profiles.png", profiles, regions, summary, scale=scale)
-    result.plots["hardness"] = _plot_hardness(out / "hardness_radius.png", study_regions, hardness,
-                                                         summary, unit=result._unit())
+    result.plots["hardness"] = _plot_hardness(out / "hardness_radius.png", study_regions, hardness, summary,
+                                              unit=result._unit())
     if cluster_maps:
         for row in clusters.to_pylist():
             path = _plot_bin_map(out / "maps" / f"{row['cluster']}.png", row, regions)
@@ -920,7 +928,7 @@ def _html_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
 def _write_report(result: StudyResult) -> Path:
     """Write ``index.html``: the summary, the groups, odd regions and links to every plot (relative)."""
     def rel(p: Path) -> str:
-        return html.escape(os.path.relpath(p, result.out_dir).replace(os.sep, "/"))
+        return html.escape(quote(os.path.relpath(p, result.out_dir).replace(os.sep, "/")))
 
     cols, rows = result.summary_rows()
     odd = [r for r in result.regions.to_pylist() if r["odd"]]
