@@ -239,24 +239,35 @@ def _disc_sums(P: np.ndarray, y0: int, x0: int, r: int, hw: np.ndarray, off: np.
         s2 = P1[ia] - P1[ib]
         s4 = P1[ia + one] - P1[ib + one]
         fnb = Pi[ia + two] - Pi[ib + two]
-        for dy in range(1, max(up, down) + 1):
+        # rows above and below together while both exist, then the longer side alone (the order of
+        # the other layouts: y0 - dy before y0 + dy); columns clipped to the image
+        c = y0 * stride + x0 * nk
+        both = min(up, down)
+        for dy in range(1, both + 1):
             w = hw[base + dy]
-            xr = min(nx, x0 + w + 1) * nk
-            xl = max(0, x0 - w) * nk
-            if dy <= up:
-                i = (y0 - dy) * stride
-                ia = np.uint64(i + xr)
-                ib = np.uint64(i + xl)
-                s2 += P1[ia] - P1[ib]
-                s4 += P1[ia + one] - P1[ib + one]
-                fnb += Pi[ia + two] - Pi[ib + two]
-            if dy <= down:
-                i = (y0 + dy) * stride
-                ia = np.uint64(i + xr)
-                ib = np.uint64(i + xl)
-                s2 += P1[ia] - P1[ib]
-                s4 += P1[ia + one] - P1[ib + one]
-                fnb += Pi[ia + two] - Pi[ib + two]
+            cu = np.uint64(c - dy * stride)
+            cd = np.uint64(c + dy * stride)
+            dr = np.uint64((min(nx - x0, w + 1)) * nk)
+            dl = np.uint64(min(x0, w) * nk)
+            ia = cu + dr
+            ib = cu - dl
+            s2 += P1[ia] - P1[ib]
+            s4 += P1[ia + one] - P1[ib + one]
+            fnb += Pi[ia + two] - Pi[ib + two]
+            ia = cd + dr
+            ib = cd - dl
+            s2 += P1[ia] - P1[ib]
+            s4 += P1[ia + one] - P1[ib + one]
+            fnb += Pi[ia + two] - Pi[ib + two]
+        sgn = -1 if up > down else 1
+        for dy in range(both + 1, max(up, down) + 1):
+            w = hw[base + dy]
+            cu = np.uint64(c + sgn * dy * stride)
+            ia = cu + np.uint64((min(nx - x0, w + 1)) * nk)
+            ib = cu - np.uint64(min(x0, w) * nk)
+            s2 += P1[ia] - P1[ib]
+            s4 += P1[ia + one] - P1[ib + one]
+            fnb += Pi[ia + two] - Pi[ib + two]
         out[0] = float(fnb & _FIELD)
         out[1] = float((fnb >> _SHIFT) & _FIELD)
         out[2] = s2
