@@ -128,3 +128,23 @@ def test_cli_hardness(tmp_path, sky):
     code, out = run_sources_cli(["hardness", str(tmp_path / "absent.fits"), "--store", str(tmp_path / "no.duckdb")])
     assert code == 1
     assert out.count("\n") == 1
+
+
+def test_cli_simulate_store_cone_and_recipe(tmp_path):
+    db = str(tmp_path / "x.duckdb")
+    code, out = run_sources_cli(["simulate", "--out-dir", str(tmp_path / "demo"), "-n", "800", "--store", db])
+    assert code == 0, out
+    assert (tmp_path / "demo" / "epochs" / "new_sensitivity.fits").exists()
+    code, out = run_sources_cli(["hardness", "--store", db, "--cone", "150", "2", "20", "--table", "sim_sources"])
+    assert code == 0, out
+    sky = Table.read(tmp_path / "demo" / "labelled.fits")
+    n_in = int(np.sum(SkyCoord(sky["ra"], sky["dec"], unit="deg").separation(
+        SkyCoord(150, 2, unit="deg")).arcmin <= 20))
+    assert f"hardness of {n_in} sources" in out
+    code, out = run_sources_cli(["hardness", "--store", db, "--recipe", "sources_xrb_candidates", "-p",
+                                 "table=sim_sources", "-p", "min_hard_hm=0.2", "-p", "min_var_index=6",
+                                 "--min-hard-hm", "0.2", "--min-var-index", "6"])
+    assert code == 0, out
+    n_cand = int(np.sum(xrb_candidates(sky, min_hard_hm=0.2, min_var_index=6)))
+    assert f"hardness of {n_cand} sources" in out
+    assert f">= 6.0): {n_cand}" in out  # every recipe row is a candidate under the same rule

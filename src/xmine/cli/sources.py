@@ -46,6 +46,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         labelled.write(tmp, format="fits")
     files = write_epoch_pair(make_epoch_pair(seed=args.seed), out / "epochs")
     args.printer.line(f"wrote {out / 'labelled.fits'} ({len(labelled)} simulated sources labelled in column 'class')")
+    if args.store is not None:
+        from xmine.cache import store_result
+        from xmine.store import open_store
+        from xmine.vo import to_arrow
+
+        with open_store(args.store) as store:
+            store_result(store, args.table, to_arrow(labelled), service="xmine.simulate.labels", catalogue="simulated",
+                         query_text=f"make_labelled_sources({args.n}, seed={args.seed})",
+                         params={"n": args.n, "seed": args.seed}, expiry_days=None)
+        args.printer.line(f"stored the labelled set as table {args.table} in {args.store} (HEALPix-indexed)")
     args.printer.line("wrote " + ", ".join(str(p) for p in files.values()) + " (two epochs with injected changes)")
     return 0
 
@@ -92,7 +102,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         for c in run.predictions["predicted_class"]:
             counts[str(c)] = counts.get(str(c), 0) + 1
-        args.printer.line("predicted: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        args.printer.line("predicted: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                          + (" (the training rows themselves: in-sample, the CV above is the honest score)"
+                             if args.predict is None else ""))
         if args.out:
             from xmine.store import atomic_write
 
@@ -165,6 +177,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("--out-dir", type=Path, default=Path("xmine-sources"), help="folder (default xmine-sources)")
     q.add_argument("-n", type=int, default=4000, help="labelled sources (default 4000)")
     q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument("--store", type=Path, default=None, help="also store the labelled set in this DuckDB store")
+    q.add_argument("--table", default="sim_sources", help="its table name there (default sim_sources)")
     q.set_defaults(func=_cmd_simulate)
 
     q = ssub.add_parser("hardness", help="hardness ratios against variability: table, PNG, XRB candidates")
