@@ -43,7 +43,7 @@ def population_run(tmp_path_factory):
         "project": {"data_dir": str(root / "archive"), "work_dir": str(root / "work"),
                     "store": str(root / "xmine.duckdb")},
         "cache": {"offline": True}, "binning": {"sn": 15.0, "smoothsn": 15.0}, "spectra": {"enabled": False},
-        "process": {"merge_size_arcmin": 8.0, "crop_radius_arcmin": 2.0, "binsize": 2.0, "bg_inner_arcmin": 3.0}})
+        "process": {"merge_size_arcmin": 8.0, "crop_radius_arcmin": 2.0, "binsize": 3.0, "bg_inner_arcmin": 3.0}})
     clusters, _ = load_sample(made.sample)
     summary = run_sample(clusters, config=config, catalog=catalog, run_id=RUN_ID, executor="serial")
     assert summary.done == N_CLUSTERS, summary.rows
