@@ -148,3 +148,15 @@ def test_cli_simulate_store_cone_and_recipe(tmp_path):
     n_cand = int(np.sum(xrb_candidates(sky, min_hard_hm=0.2, min_var_index=6)))
     assert f"hardness of {n_cand} sources" in out
     assert f">= 6.0): {n_cand}" in out  # every recipe row is a candidate under the same rule
+
+
+def test_adql_recipes_render_for_the_csc_service():
+    from xmine.recipes import Identifier, load_recipe, render_adql
+
+    text = render_adql(load_recipe("sources_xrb_candidates_csc21"),
+                       {"master_source": Identifier("csc21.master_source"), "min_hard_hm": 0.0, "min_var_index": 5})
+    assert text.endswith("FROM csc21.master_source WHERE hard_hm >= 0.0 AND var_inter_index_b >= 5")
+    text = render_adql(load_recipe("sources_hardness_variability"),
+                       {"master_source": Identifier("csc21.master_source"), "min_significance": 3})
+    assert "hard_hs, hard_ms, hard_hm" in text
+    assert text.endswith("WHERE significance >= 3")
