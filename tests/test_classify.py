@@ -167,3 +167,18 @@ def test_cli_classify(tmp_path, labelled):
     assert code == 1
     assert out.count("\n") == 1
     assert "label column 'nope'" in out
+
+
+def test_clean_types_keep_identifiers_as_text():
+    from xmine.classify import clean_catalogue_table
+
+    t = clean_catalogue_table(Table({"OBS_ID": ["0901010101", "0901020101"], "flux": [" 1.5", "  "],
+                                     "flag": ["TRUE", "False"], "ra": ["10:00:00.0", " 10 00 36.0"],
+                                     "dec": ["+02:00:00", "-02 30 00"], "x.1": ["a", "b"]}))
+    assert t["OBS_ID"].dtype.kind == "U"
+    assert t["flux"].dtype.kind == "f"
+    assert bool(t["flux"].mask[1])
+    assert t["flag"].tolist() == [True, False]
+    assert np.allclose(t["ra"], [150.0, 150.15])
+    assert np.allclose(t["dec"], [2.0, -2.5])
+    assert "x_obs" in t.colnames

@@ -175,7 +175,8 @@ def clean_catalogue_table(table: Table) -> Table:
     * text columns whose filled values are all true/false words → ``bool`` (blank → masked);
     * ``ra``/``dec``-named text columns in sexagesimal (``11 05 07.45``,
       ``-58:51:05.5``) → degrees (RA in hours);
-    * text columns whose filled values are all numbers → ``float64``;
+    * text columns whose filled values are all numbers → ``float64`` (not digit strings
+      that are names: leading zeros, or a column named ``*id``/``*_id*``);
     * object columns (VOTable strings) → ``str``; blank text → masked.
 
     Parameters
@@ -200,7 +201,7 @@ def clean_catalogue_table(table: Table) -> Table:
                 newcol: Any = MaskedColumn(arr, mask=blank) if blank.any() else arr
             elif sexa is not None:
                 newcol = MaskedColumn(np.nan_to_num(sexa), mask=blank) if blank.any() else sexa
-            elif filled and all(_is_number(v) for v in filled):
+            elif filled and all(_is_number(v) for v in filled) and not _identifier_like(name, filled):
                 arr = np.array([float(v) if not b else np.nan for v, b in zip(vals, blank, strict=True)])
                 newcol = MaskedColumn(np.nan_to_num(arr), mask=blank) if blank.any() else arr
             else:
@@ -213,6 +214,12 @@ def clean_catalogue_table(table: Table) -> Table:
             out[new_name] = col
     out.meta.update({k: v for k, v in table.meta.items() if isinstance(v, (str, int, float, bool))})
     return out
+
+
+def _identifier_like(name: str, filled: set[str]) -> bool:
+    """Digit strings that are names (4XMM ``OBS_ID`` ``0901010101``): leading zeros, or an id-like column."""
+    low = name.lower()
+    return low.endswith("id") or "_id" in low or any(len(v) > 1 and v[0] == "0" and v[1].isdigit() for v in filled)
 
 
 def _is_number(v: str) -> bool:
@@ -583,7 +590,7 @@ def write_predictions(store: Any, name: str, predictions: Table, trained: Traine
     text = (f"classify {prov.get('label_column')} into {', '.join(trained.classes)} with "
             f"{prov.get('estimator')} on {', '.join(trained.features)}")
     return store_result(store, name, to_arrow(predictions), service="xmine.classify", catalogue="classification",
-                        query_text=text, params=prov, expiry_days=None, release=prov.get("training_table_sha256"))
+                        query_text=text, params=prov, expiry_days=None)
 
 
 # ---------------------------------------------------------------------------- saving
