@@ -221,15 +221,13 @@ def test_study_errors_are_one_line(population_run, tmp_path):
 
 
 @pytest.fixture
-def study_cli(population_run, tmp_path, monkeypatch):
-    """``xmine.cli.main`` with the study verb registered, and a project file naming the population's store."""
-    import xmine.cli
+def study_cli(population_run, tmp_path):
+    """``xmine.cli.main`` and a project file naming the population's store."""
+    from xmine.cli import main
 
-    if "xmine.cli.study" not in xmine.cli.COMMAND_MODULES:
-        monkeypatch.setattr(xmine.cli, "COMMAND_MODULES", (*xmine.cli.COMMAND_MODULES, "xmine.cli.study"))
     toml = tmp_path / "xmine.toml"
     toml.write_text(f'[project]\nstore = "{population_run[2].project.store}"\n')
-    return xmine.cli.main, toml, population_run[2].project.store
+    return main, toml, population_run[2].project.store
 
 
 @pytest.mark.slow
