@@ -281,3 +281,18 @@ def test_csc_against_4xmm_columns_warns_without_being_told():
     with pytest.warns(XmineWarning, match=r"0.5–7.0 keV against 0.2–12.0 keV.*Chandra ACIS against XMM-Newton EPIC"):
         res = compare_fluxes(csc, xmm)
     assert str(res["flag"][0]) == "unchanged"
+
+
+def test_reference_from_a_cached_table(tmp_path):
+    from xmine.cache import store_result
+    from xmine.store import open_store
+    from xmine.vo import to_arrow
+
+    pair = make_epoch_pair(seed=2)
+    with open_store(tmp_path / "x.duckdb") as store:
+        store_result(store, "cache_csc21_ref", to_arrow(pair.reference), service="simulated", catalogue="csc21",
+                     query_text="reference epoch")
+        res = compare_fluxes("cache_csc21_ref", pair.new, store=store)
+    direct = compare_fluxes(pair.reference, pair.new)
+    assert sorted(map(str, res["flag"])) == sorted(map(str, direct["flag"]))
+    assert int(np.sum(res["flag"] == "brightened")) == 5
