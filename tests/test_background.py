@@ -56,7 +56,7 @@ def test_blank_sky_renormalised_by_particle_band(pair, tmp_path):
     expected_scale = (1.0e-3 * 40_000.0) / (1.3e-3 * 80_000.0)
     err = b.scale * np.sqrt(1 / b.hard_counts_obs + 1 / b.hard_counts_bg)
     assert abs(b.scale - expected_scale) < 4 * err
-    assert b.hard_counts_obs > 1000
+    assert b.hard_counts_obs > 500  # enough 9.5-12 keV events for the 4-sigma check above to mean something
     # the renormalised background predicts the observation's own sky + particle counts (0.5–7 keV)
     src = pair["obs_sim"].src_id
     e = obs["energy"]
