@@ -139,6 +139,41 @@ def test_study_in_arcmin_without_products(tmp_path):
     assert "radius in r_arcmin" in html
 
 
+def test_ring_bins_get_the_mean_distance_of_their_pixels(tmp_path):
+    import pyarrow as pa
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from xmine.study import bin_radii
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [51.0, 51.0]  # the centre at 0-based pixel (50, 50)
+    w.wcs.cdelt = [-1.0 / 3600.0, 1.0 / 3600.0]  # 1 arcsec pixels
+    yy, xx = np.indices((101, 101))
+    r = np.hypot(xx - 50, yy - 50)
+    binmap = np.where(r < 10, 0, np.where(r < 30, 1, -1)).astype(np.int32)  # a disc and a ring around it
+    (tmp_path / "contbin").mkdir()
+    fits.writeto(tmp_path / "contbin" / "binmap.fits", binmap, w.to_header())
+    clusters = pa.table({"cluster": ["A", "B"], "ra_deg": [150.0, 150.0], "dec_deg": [2.0, 2.0],
+                         "products_dir": [str(tmp_path), None]})
+    regions = pa.table({"cluster": ["A", "A", "B"], "bin_id": [0, 1, 0], "r_arcmin": [0.01, 0.01, 0.2],
+                        "r_r500": [0.001, 0.001, 0.02]})
+    out, kept = bin_radii(regions, clusters)
+    r_arcmin = out.column("r_arcmin").to_pylist()
+    assert r_arcmin[0] == pytest.approx(np.mean(r[r < 10]) / 60.0)
+    assert r_arcmin[1] == pytest.approx(np.mean(r[(r >= 10) & (r < 30)]) / 60.0)  # not the centroid's 0.01
+    assert out.column("r_r500").to_pylist()[1] == pytest.approx(r_arcmin[1] / 10.0)  # R500 = 10 arcmin kept
+    assert kept == ["B"]
+    assert r_arcmin[2] == 0.2
+    # a measured mean distance in the table is used as it is
+    measured = regions.append_column("r_mean_arcmin", pa.array([0.1, 0.3, 0.5]))
+    out, kept = bin_radii(measured, clusters)
+    assert out.column("r_arcmin").to_pylist() == [0.1, 0.3, 0.5]
+    assert kept == []
+
+
 @pytest.mark.slow
 def test_population_split_is_recovered(population_run, tmp_path):
     _root, truth, config = population_run

@@ -234,9 +234,10 @@ def bin_radii(regions: pa.Table, clusters: pa.Table) -> tuple[pa.Table, list[str
     """Replace the regions' ``r_arcmin``/``r_r500`` by each bin's mean pixel distance from the centre.
 
     A contour bin that follows an isophote can be a ring, whose centroid lies near the centre; the mean
-    distance of its pixels places it where it is. The bin maps are read from each cluster's
-    ``products_dir`` (``contbin/binmap.fits``); ``r_r500`` keeps the ratio ``r_arcmin/r_r500`` (R500 in
-    arcmin) the run recorded. Clusters without a readable bin map keep the recorded values.
+    distance of its pixels places it where it is. A ``r_mean_arcmin`` column of the regions table (that
+    distance, measured) is used when present; otherwise the bin maps are read from each cluster's
+    ``products_dir`` (``contbin/binmap.fits``). ``r_r500`` keeps the ratio ``r_arcmin/r_r500`` (R500 in
+    arcmin) the run recorded. Clusters without either keep the recorded values.
 
     Returns
     -------
@@ -248,25 +249,30 @@ def bin_radii(regions: pa.Table, clusters: pa.Table) -> tuple[pa.Table, list[str
     names = _col(regions, "cluster", object)
     bins = np.array([-1 if v is None else int(v) for v in regions.column("bin_id").to_pylist()], dtype=np.int64)
     r_arcmin, r_r500 = _col(regions, "r_arcmin").copy(), _col(regions, "r_r500").copy()
+    r_mean = _col(regions, "r_mean_arcmin")
     kept = []
     for row in clusters.to_pylist():
         name = row["cluster"]
         sel = names == name
-        path = _product(row.get("products_dir"), "contbin/binmap.fits", "contbin/contbin_binmap.fits")
-        radii: dict[int, float] | None = None
-        if path is not None and row.get("ra_deg") is not None and row.get("dec_deg") is not None:
-            try:
-                radii = _bin_radii(path, float(row["ra_deg"]), float(row["dec_deg"]))
-            except (OSError, ValueError, InputError) as exc:
-                log.warning("%s: cannot read the bin map %s (%s); keeping the recorded radii", name, path, exc)
-        if radii is None or not all(int(b) in radii for b in bins[sel]):
-            if sel.any():
-                kept.append(name)
+        if not sel.any():
             continue
+        if np.isfinite(r_mean[sel]).all():
+            new = r_mean[sel]
+        else:
+            path = _product(row.get("products_dir"), "contbin/binmap.fits", "contbin/contbin_binmap.fits")
+            radii: dict[int, float] | None = None
+            if path is not None and row.get("ra_deg") is not None and row.get("dec_deg") is not None:
+                try:
+                    radii = _bin_radii(path, float(row["ra_deg"]), float(row["dec_deg"]))
+                except (OSError, ValueError, InputError) as exc:
+                    log.warning("%s: cannot read the bin map %s (%s); keeping the recorded radii", name, path, exc)
+            if radii is None or not all(int(b) in radii for b in bins[sel]):
+                kept.append(name)
+                continue
+            new = np.array([radii[int(b)] for b in bins[sel]])
         ratio = r_arcmin[sel] / r_r500[sel]
         ok = np.isfinite(ratio) & (ratio > 0)
         r500_arcmin = float(np.median(ratio[ok])) if ok.any() else math.nan
-        new = np.array([radii[int(b)] for b in bins[sel]])
         r_arcmin[sel] = new
         r_r500[sel] = new / r500_arcmin
     out = regions
