@@ -117,12 +117,20 @@ def _synthetic_store(path, *, n_per_group: int = 4, seed: int = 4) -> None:
             _insert(store.con, "regions", "syn", name, [
                 {"bin_id": b, "area_arcsec2": 100.0, "sb_cps_arcsec2": float(sb[b]), "hr": float(hr[b]),
                  "hr_err": 0.02, "r_arcmin": float(r[b]), "r_r500": None} for b in range(r.size)])
+            kt = np.where(r < 0.25, 3.0, 5.0) if cc else np.full(r.size, 5.0)  # fitted kT of every other bin
+            _insert(store.con, "region_fits", "syn", name, [
+                {"bin_id": b, "kt_kev": float(kt[b]), "kt_lo": float(kt[b]) - 0.3, "kt_hi": float(kt[b]) + 0.3}
+                for b in range(0, r.size, 2)])
         store.finish_run("syn")
 
 
 def test_study_in_arcmin_without_products(tmp_path):
     store = tmp_path / "syn.duckdb"
     _synthetic_store(store)
+    with open_store(store) as st:  # a study table left by an older xmine, without the newer columns
+        st.con.execute("CREATE TABLE study_clusters (run_id VARCHAR, cluster VARCHAR, n_bins BIGINT, "
+                       "PRIMARY KEY (run_id, cluster))")
+        st.con.execute("INSERT INTO study_clusters VALUES ('older', 'X', 3)")
     result = study_run(store, out_dir=tmp_path / "out")
     assert result.run_id == "syn"
     assert result.radius_scale == "arcmin"
@@ -137,6 +145,13 @@ def test_study_in_arcmin_without_products(tmp_path):
     assert result.plots["profiles"].exists()  # drawn with a note, as the run has no profiles
     html = result.report.read_text()
     assert "radius in r_arcmin" in html
+    ratios = {r["cluster"]: r["kt_ratio"] for r in result.clusters.to_pylist()}
+    assert all(ratios[f"SYN-{i:02d}"] == pytest.approx(0.6) for i in range(4)), ratios
+    assert all(ratios[f"SYN-{i:02d}"] == pytest.approx(1.0) for i in range(4, 8)), ratios
+    with open_store(store, read_only=True) as st:
+        rows = st.query("SELECT run_id, count(*) AS n, count(kt_ratio) AS k FROM study_clusters GROUP BY run_id "
+                        "ORDER BY run_id").to_pylist()
+    assert rows == [{"run_id": "older", "n": 1, "k": 0}, {"run_id": "syn", "n": 8, "k": 8}]
 
 
 def test_ring_bins_get_the_mean_distance_of_their_pixels(tmp_path):

@@ -45,6 +45,10 @@ Definitions (what a user should know before quoting a number)
   A cool core shows a positive slope (softer centre); hardness ratios are
   band-count ratios, not temperatures, and depend on the response and N_H.
 * **Hardness deficit** ``hr_outer − hr_inner`` (weighted means).
+* **Temperatures**, when the run fitted its regions (``region_fits``): weighted
+  means of kT inside and outside (weights from the 1σ interval's half-width,
+  a symmetric approximation of an asymmetric interval) and their ratio. They
+  are reported, not used to classify (fits are optional and often sparse).
 * **Classification features**: log₁₀ c_sb, the hardness deficit and the
   hardness slope, each standardised over the sample; clusters missing one of
   them are left unclassified (group NULL). With fewer than four classifiable
@@ -106,6 +110,8 @@ _SUMMARY_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("sb_outer_cps_arcsec2", pa.float64()), ("log10_concentration", pa.float64()),
     ("hr_inner", pa.float64()), ("hr_inner_err", pa.float64()), ("hr_outer", pa.float64()),
     ("hr_outer_err", pa.float64()), ("hr_deficit", pa.float64()), ("hr_deficit_err", pa.float64()),
+    ("kt_inner_kev", pa.float64()), ("kt_inner_err", pa.float64()), ("kt_outer_kev", pa.float64()),
+    ("kt_outer_err", pa.float64()), ("kt_ratio", pa.float64()),
     ("hr_slope_per_r500", pa.float64()), ("hr_slope_per_r500_err", pa.float64()),
     ("hr_slope_per_arcmin", pa.float64()), ("hr_slope_per_arcmin_err", pa.float64()),
     ("radius_scale", pa.string()), ("grp", pa.int64()), ("cool_core_like", pa.bool_()),
@@ -283,6 +289,22 @@ def bin_radii(regions: pa.Table, clusters: pa.Table) -> tuple[pa.Table, list[str
     return out, kept
 
 
+def _with_temperatures(regions: pa.Table, fits: pa.Table | None) -> pa.Table:
+    """Add ``kt_kev``/``kt_err`` (NaN where a region has no fit) from ``region_fits`` rows."""
+    found: dict[tuple[str, int], tuple[float, float]] = {}
+    if fits is not None:
+        for r in fits.to_pylist():
+            if r["kt_kev"] is not None and r["kt_err"] is not None:
+                found[(r["cluster"], int(r["bin_id"]))] = (float(r["kt_kev"]), float(r["kt_err"]))
+    keys = zip(regions.column("cluster").to_pylist(), regions.column("bin_id").to_pylist(), strict=True)
+    pairs = [found.get((c, int(b)), (math.nan, math.nan)) if b is not None else (math.nan, math.nan) for c, b in keys]
+    for i, name in enumerate(("kt_kev", "kt_err")):
+        arr = pa.array([p[i] for p in pairs], pa.float64())
+        j = regions.schema.get_field_index(name)
+        regions = regions.set_column(j, name, arr) if j >= 0 else regions.append_column(name, arr)
+    return regions
+
+
 def summarise_clusters(regions: pa.Table, *, radius_scale: str, run_id: str = "") -> pa.Table:
     """Per-cluster summary of a run's regions (one row per cluster, in name order).
 
@@ -290,7 +312,7 @@ def summarise_clusters(regions: pa.Table, *, radius_scale: str, run_id: str = ""
     ----------
     regions : pyarrow.Table
         Rows of the ``regions`` table (columns ``cluster, bin_id, sb_cps_arcsec2, area_arcsec2,
-        hr, hr_err, r_arcmin, r_r500``).
+        hr, hr_err, r_arcmin, r_r500``; optional ``kt_kev, kt_err`` from spectral fits).
     radius_scale : {"r500", "arcmin"}
         Which radius the inner/outer ranges use (see the module docstring).
     run_id : str, optional
@@ -308,6 +330,7 @@ def summarise_clusters(regions: pa.Table, *, radius_scale: str, run_id: str = ""
     sb = _col(regions, "sb_cps_arcsec2")
     area = _col(regions, "area_arcsec2")
     hr, hr_err = _col(regions, "hr"), _col(regions, "hr_err")
+    kt, kt_err = _col(regions, "kt_kev"), _col(regions, "kt_err")
     r_arcmin, r_r500 = _col(regions, "r_arcmin"), _col(regions, "r_r500")
     radius = r_r500 if radius_scale == "r500" else r_arcmin
     rows: dict[str, list[Any]] = {name: [] for name, _ in _SUMMARY_COLUMNS}
@@ -324,6 +347,8 @@ def summarise_clusters(regions: pa.Table, *, radius_scale: str, run_id: str = ""
         conc = math.log10(sb_in / sb_out) if sb_in > 0 and sb_out > 0 else math.nan
         h_in, h_in_err = _weighted_mean(h[inner], he[inner])
         h_out, h_out_err = _weighted_mean(h[outer], he[outer])
+        k_in, k_in_err = _weighted_mean(kt[sel][inner], kt_err[sel][inner])
+        k_out, k_out_err = _weighted_mean(kt[sel][outer], kt_err[sel][outer])
         slope_r500 = fit_gradient(r_r500[sel], h, he)
         slope_arcmin = fit_gradient(r_arcmin[sel], h, he)
         central = s[np.nanargmin(r)] if np.isfinite(r).any() else math.nan
@@ -335,6 +360,8 @@ def summarise_clusters(regions: pa.Table, *, radius_scale: str, run_id: str = ""
             "sb_outer_cps_arcsec2": sb_out, "log10_concentration": conc,
             "hr_inner": h_in, "hr_inner_err": h_in_err, "hr_outer": h_out, "hr_outer_err": h_out_err,
             "hr_deficit": h_out - h_in, "hr_deficit_err": math.hypot(h_in_err, h_out_err),
+            "kt_inner_kev": k_in, "kt_inner_err": k_in_err, "kt_outer_kev": k_out, "kt_outer_err": k_out_err,
+            "kt_ratio": k_in / k_out if k_out > 0 else math.nan,
             "hr_slope_per_r500": slope_r500.slope, "hr_slope_per_r500_err": slope_r500.slope_err,
             "hr_slope_per_arcmin": slope_arcmin.slope, "hr_slope_per_arcmin_err": slope_arcmin.slope_err,
             "radius_scale": radius_scale, "grp": None, "cool_core_like": None, "p_cool_core_like": None,
@@ -576,13 +603,14 @@ class StudyResult:
         """Return printable columns and rows of the per-cluster summary."""
         slope = "hr_slope_per_r500" if self.radius_scale == "r500" else "hr_slope_per_arcmin"
         cols = ["cluster", "bins", "sb min", "sb max", "log c_sb", "hr in", "hr out", f"d(hr)/d({self._unit()})",
-                "group", "odd"]
+                "kT in/out", "group", "odd"]
         rows = []
         for r in self.clusters.to_pylist():
             g = "-" if r["grp"] is None else ("CC-like" if r["cool_core_like"] else "NCC-like")
             rows.append((r["cluster"], r["n_bins"], _fmt(r["sb_min_cps_arcsec2"]), _fmt(r["sb_max_cps_arcsec2"]),
                          _fmt(r["log10_concentration"], 2), _fmt(r["hr_inner"], 2), _fmt(r["hr_outer"], 2),
-                         f"{_fmt(r[slope], 3)} ± {_fmt(r[slope + '_err'], 3)}", g, r["n_odd_regions"]))
+                         f"{_fmt(r[slope], 3)} ± {_fmt(r[slope + '_err'], 3)}", _fmt(r["kt_ratio"], 2), g,
+                         r["n_odd_regions"]))
         return cols, rows
 
     def _unit(self) -> str:
@@ -636,12 +664,16 @@ def study_run(store_path: str | os.PathLike[str], run_id: str | None = None, *,
         regions = store.query("SELECT * FROM regions WHERE run_id = $r ORDER BY cluster, bin_id", {"r": rid})
         profiles = (store.query("SELECT * FROM profiles WHERE run_id = $r ORDER BY cluster, annulus", {"r": rid})
                     if _has_table(store, "profiles") else None)
+        fits = (store.query("SELECT cluster, bin_id, kt_kev, (kt_hi - kt_lo) / 2 AS kt_err FROM region_fits "
+                            "WHERE run_id = $r AND kt_hi > kt_lo", {"r": rid})
+                if _has_table(store, "region_fits") else None)
     if regions.num_rows == 0:
         msg = f"{store_path}: run {rid} has no regions (no cluster was binned and measured); nothing to study"
         raise InputError(msg)
     out = Path(out_dir) if out_dir is not None else Path(store_path).parent / "study" / rid
     notes: list[str] = []
     regions, kept = bin_radii(regions, clusters)
+    regions = _with_temperatures(regions, fits)
     if kept:
         notes.append(f"no bin map for {', '.join(kept[:10])}{' …' if len(kept) > 10 else ''}: their radii are "
                      "the recorded centroid distances")
@@ -913,14 +945,22 @@ def _write_tables(store_path: str | os.PathLike[str], run_id: str, clusters: pa.
     except CacheError as exc:
         msg = f"{exc}; the study's plots and report are written, its tables are not"
         raise CacheError(msg) from exc
+    tables = (("study_clusters", clusters, _SUMMARY_COLUMNS, ("run_id", "cluster")),
+              ("study_regions", regions, _REGION_COLUMNS, ("run_id", "cluster", "bin_id")))
     with store, store.transaction() as con:
-        con.execute(_create_sql("study_clusters", _SUMMARY_COLUMNS, ("run_id", "cluster")))
-        con.execute(_create_sql("study_regions", _REGION_COLUMNS, ("run_id", "cluster", "bin_id")))
-        for name, table in (("study_clusters", clusters), ("study_regions", regions)):
+        for name, table, columns, key in tables:
+            con.execute(_create_sql(name, columns, key))
+            # a table made by an earlier xmine lacks newer columns: add them (older rows get NULL)
+            have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_name = $t", {"t": name}).fetchall()}
+            for col, dtype in columns:
+                if col not in have:
+                    con.execute(f"ALTER TABLE {name} ADD COLUMN {col} {_SQL_TYPES[dtype]}")
             con.execute(f"DELETE FROM {name} WHERE run_id = $r", {"r": run_id})
             con.register("_xmine_study_rows", table)
             try:
-                con.execute(f"INSERT INTO {name} SELECT * FROM _xmine_study_rows")
+                cols = ", ".join(c for c, _ in columns)
+                con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _xmine_study_rows")
             finally:
                 con.unregister("_xmine_study_rows")
 
