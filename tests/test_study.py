@@ -154,6 +154,31 @@ def test_study_in_arcmin_without_products(tmp_path):
     assert rows == [{"run_id": "older", "n": 1, "k": 0}, {"run_id": "syn", "n": 8, "k": 8}]
 
 
+def test_classification_of_alike_or_separate_clusters():
+    from xmine.study import _SUMMARY_COLUMNS, _arrow, classify_clusters
+
+    def summary(features):
+        rows = {k: [None] * len(features) for k, _ in _SUMMARY_COLUMNS}
+        rows.update(cluster=[f"C{i}" for i in range(len(features))], run_id=["r"] * len(features),
+                    radius_scale=["r500"] * len(features))
+        for i, (c, d, s) in enumerate(features):
+            rows["log10_concentration"][i], rows["hr_deficit"][i], rows["hr_slope_per_r500"][i] = c, d, s
+        return _arrow(rows, _SUMMARY_COLUMNS)
+
+    alike = classify_clusters(summary([(1.0, 0.0, 0.0)] * 5))
+    assert alike.cool_group == -1
+    assert (alike.group == -1).all()
+    rng = np.random.default_rng(2)
+    two = [(1.5, 0.1, 0.6)] * 6 + [(0.5, 0.0, 0.0)] * 6
+    split = classify_clusters(summary([tuple(np.add(f, rng.normal(0, 0.03, 3))) for f in two]))
+    assert split.cool_core_like.tolist() == [True] * 6 + [False] * 6
+    assert split.silhouette > 0.8
+    one = classify_clusters(summary([tuple(v) for v in rng.normal(0, 1, (40, 3))]))
+    assert one.silhouette < 0.5  # a mixture splits one population too, and the silhouette says so
+    few = classify_clusters(summary([(1.0, 0.1, 0.2), (0.2, 0.0, 0.0), (None, 0.0, 0.0), (1.1, 0.1, 0.3)]))
+    assert few.cool_group == -1  # three usable clusters: no classification
+
+
 def test_ring_bins_get_the_mean_distance_of_their_pixels(tmp_path):
     import pyarrow as pa
     from astropy.io import fits

@@ -74,6 +74,7 @@ import itertools
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,7 @@ def classify_clusters(summary: pa.Table, *, seed: int = 0) -> Classification:
     -------
     Classification
     """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
     from sklearn.preprocessing import StandardScaler
@@ -448,8 +450,13 @@ def classify_clusters(summary: pa.Table, *, seed: int = 0) -> Classification:
     if ok.sum() < 4:
         return none
     z = StandardScaler().fit_transform(x[ok])
+    if len(np.unique(np.round(z, 9), axis=0)) < 2:  # every cluster alike: nothing to split
+        return none
     gmm = GaussianMixture(n_components=2, covariance_type="diag", n_init=10, random_state=seed, reg_covar=1e-3)
-    labels = gmm.fit_predict(z)
+    with warnings.catch_warnings():
+        # few distinct points: the k-means start may find fewer groups; the result is checked below
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = gmm.fit_predict(z)
     if len(set(labels.tolist())) < 2:
         return none
     score = z[:, 0] + z[:, 1]
@@ -497,7 +504,10 @@ def find_odd_regions(radius: np.ndarray, hr: np.ndarray, log_sb_rel: np.ndarray,
         return odd, score
     z = RobustScaler().fit_transform(x[ok])
     lof = LocalOutlierFactor(n_neighbors=min(n_neighbors, int(ok.sum()) - 1))
-    odd[ok] = lof.fit_predict(z) == -1
+    with warnings.catch_warnings():
+        # many identical regions (e.g. copied rows) make LOF warn; their scores are still defined (1)
+        warnings.filterwarnings("ignore", message="Duplicate values", category=UserWarning)
+        odd[ok] = lof.fit_predict(z) == -1
     score[ok] = -lof.negative_outlier_factor_
     return odd, score
 
