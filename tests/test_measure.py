@@ -123,6 +123,15 @@ def test_annuli_agree_with_the_radial_profile(image):
     np.testing.assert_allclose(t["bg_counts"], prof["bg_counts"], rtol=1e-12)
     np.testing.assert_allclose(t["area_arcsec2"], prof["area_arcsec2"], rtol=1e-6)
     np.testing.assert_allclose(t["sb_cps_arcsec2"], prof["sb_cps_arcsec2"], rtol=1e-6)
+    # an annulus' mean pixel radius is 2/3 (r2^3 - r1^3)/(r2^2 - r1^2); its centroid lies near the centre
+    from astropy.wcs import WCS
+
+    ra_c, dec_c = WCS(sim.header).celestial.pixel_to_world_values(cx, cy)
+    t = measure.measure_regions(annuli, sim.header, counts=sim.counts, exposure=sim.expmap,
+                                centre_radec=(float(ra_c), float(dec_c)))
+    r1, r2 = edges[1:-1], edges[2:]
+    np.testing.assert_allclose(t["r_mean_arcmin"][1:], 2 / 3 * (r2**3 - r1**3) / (r2**2 - r1**2) / 60.0, rtol=0.02)
+    assert np.all(t["r_arcmin"][2:] < 0.5 * t["r_mean_arcmin"][2:])
 
 
 def test_hardness_of_a_known_temperature(image):

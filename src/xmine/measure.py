@@ -117,7 +117,7 @@ COLUMNS: dict[str, str | None] = {
     "sb_flux_cgs_arcsec2": "erg / (s cm2 arcsec2)", "sb_flux_cgs_arcsec2_err": "erg / (s cm2 arcsec2)",
     "soft_net": "ct", "soft_err": "ct", "hard_net": "ct", "hard_err": "ct", "hr": None, "hr_err": None,
     "x_pix": "pix", "y_pix": "pix", "x_phys": "pix", "y_phys": "pix", "ra_deg": "deg", "dec_deg": "deg",
-    "r_arcmin": "arcmin", "r_kpc": "kpc", "r_r500": None,
+    "r_arcmin": "arcmin", "r_mean_arcmin": "arcmin", "r_kpc": "kpc", "r_r500": None,
 }
 
 
@@ -614,6 +614,12 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
         msg = f"centre_radec = {centre_radec}: give the cluster centre RA, Dec in degrees"
         raise InputError(msg)
     r_arcmin = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(ra_c, dec_c, unit="deg")).arcmin
+    # the mean distance of the bin's pixels from the centre: contour bins follow isophotes, and an outer bin
+    # can be a ring whose centroid (r_arcmin) lies near the centre
+    cpx, cpy = (float(v) for v in wcs.world_to_pixel_values(ra_c, dec_c))
+    yy, xx = np.indices(shape, dtype=np.float64)
+    r_mean_arcmin = sums(np.hypot(xx - cpx, yy - cpy)) / np.maximum(n_pix, 1) * math.sqrt(pix_area) / 60.0
+    del xx, yy
     scale = cluster_scales(z, r500_kpc, None, cosmology)
     r_kpc = np.asarray(r_arcmin) * scale.kpc_per_arcmin
     r_r500 = r_kpc / scale.r500_kpc if scale.r500_kpc else np.full(nb, np.nan)
@@ -677,7 +683,8 @@ def measure_regions(binmap: np.ndarray, header: fits.Header, *, counts: np.ndarr
         "sb_cps_arcsec2": sb, "sb_cps_arcsec2_err": sb_err, "sb_flux_cgs_arcsec2": flux,
         "sb_flux_cgs_arcsec2_err": flux_err, **band_cols, "hr": hr, "hr_err": hr_err,
         "x_pix": x0 + 1.0, "y_pix": y0 + 1.0, "x_phys": x_phys, "y_phys": y_phys, "ra_deg": ra, "dec_deg": dec,
-        "r_arcmin": np.asarray(r_arcmin, dtype=float), "r_kpc": r_kpc, "r_r500": r_r500,
+        "r_arcmin": np.asarray(r_arcmin, dtype=float), "r_mean_arcmin": r_mean_arcmin, "r_kpc": r_kpc,
+        "r_r500": r_r500,
     }
     for name, col_unit in COLUMNS.items():
         col = np.asarray(values[name])

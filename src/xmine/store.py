@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: The schema version this xmine writes. A file with a newer version is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version ``i`` to ``i + 1``; index 0 creates it.
 _MIGRATIONS: list[list[str]] = [
@@ -149,6 +149,8 @@ _MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (run_id, cluster, annulus)
         )""",
     ],
+    # 3: the mean distance of a region's pixels from the cluster centre (a ring's centroid lies near the centre)
+    ["ALTER TABLE regions ADD COLUMN IF NOT EXISTS r_mean_arcmin DOUBLE"],
 ]
 
 
