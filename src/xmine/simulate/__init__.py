@@ -17,7 +17,9 @@ geometry, dither, PSF, vignetting), :mod:`~xmine.simulate.spectra`,
 :mod:`~xmine.simulate.morphology`, :mod:`~xmine.simulate.events`,
 :mod:`~xmine.simulate.evtfile`, :mod:`~xmine.simulate.expmap`,
 :mod:`~xmine.simulate.catalogs`, :mod:`~xmine.simulate.image`,
-:mod:`~xmine.simulate.sky`. Each states the approximations it makes.
+:mod:`~xmine.simulate.sky`, :mod:`~xmine.simulate.population` (a cool-core / non-cool-core cluster sample),
+:mod:`~xmine.simulate.responses` (the simulator's ARF and RMF), :mod:`~xmine.simulate.labels` (labelled
+catalogue sources, epochs with flux changes). Each states the approximations it makes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from xmine.simulate.events import ObservationSim, simulate_observation
 from xmine.simulate.evtfile import event_file_name, write_event_file, write_event_truth
 from xmine.simulate.expmap import ExposureMap, image_header, make_exposure_map, write_exposure_map
 from xmine.simulate.image import SimulatedImage, simulate_cluster_image, write_simulated_image
+from xmine.simulate.population import make_population, population_sample, population_truth
 from xmine.simulate.sky import ObservationProducts, SimulationProducts, simulate_sky
 from xmine.simulate.truth import Truth, demo_truth, load_truth, validate_truth, write_truth
 
@@ -44,6 +47,9 @@ __all__ = [
     "load_truth",
     "make_catalogs",
     "make_exposure_map",
+    "make_population",
+    "population_sample",
+    "population_truth",
     "simulate_cluster_image",
     "simulate_observation",
     "simulate_sky",
