@@ -173,6 +173,35 @@ def test_background_smoothing_kernel_equals_a_radius_by_radius_scan(integer):
             np.testing.assert_array_equal(b, c)
 
 
+def test_background_smoothing_with_totals_too_large_to_share_an_int64():
+    """Counts totalling 2^21 or more cannot share one int64 with N and B: the 32-byte layout
+    (F, N, B as int32) is used, and the kernel still returns exactly what a radius-by-radius scan finds."""
+    from xmine.contbin import _exposure_ratio, _prefix_planes, _smooth_kernel, _smoothing_planes
+
+    rng = np.random.default_rng(11)
+    shape = (29, 31)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    img = rng.poisson(3000.0 + 900.0 * np.exp(-((x - 20) ** 2 + (y - 9) ** 2) / 30.0)).astype(np.float32)
+    bg = rng.poisson(2000.0, shape).astype(np.float32)
+    exp = rng.uniform(700, 1000, shape).astype(np.float32)
+    bexp = (exp * np.float32(1.1) * rng.uniform(0.9, 1.1, shape)).astype(np.float32)
+    valid = rng.uniform(size=shape) > 0.1
+    assert img[valid].sum() >= 2**21
+    er = _exposure_ratio(shape, exp, bexp, None, None)
+    P, qmin = _smoothing_planes(img, valid, bg, er)
+    assert P.shape[2] == 4
+    for sn in (60.0, 250.0):
+        s, rad = _smooth_kernel(P, valid, sn, qmin)
+        s_ref, rad_ref = _first_radius_by_scan(P, valid, sn)
+        np.testing.assert_array_equal(rad, rad_ref)
+        np.testing.assert_array_equal(s, s_ref)
+        # and the same as from the all-float64 layout
+        s5, rad5 = _smooth_kernel(_prefix_planes(img, valid, bg, er, True, 0), valid, sn, qmin)
+        np.testing.assert_array_equal(rad, rad5)
+        np.testing.assert_array_equal(s, s5)
+    assert rad[valid].max() > 4  # the search had ranges to exclude
+
+
 def test_smoothing_unreachable_uses_whole_image():
     img = np.zeros((6, 7))
     img[2, 3] = 1

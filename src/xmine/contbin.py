@@ -74,7 +74,11 @@ Where xmine deliberately differs
   ten discs, not one per radius.  It returns contbin's radius.  Sums use
   float64 as contbin does; only their summation order differs (integer
   counts are summed exactly, as integers when counts and background are
-  whole numbers).
+  whole numbers: then counts, pixels and background share one int64 per
+  position when each image total is below 2²¹, so a disc row costs three
+  loads per end).  Rows are smoothed in bands of 16, column by column, so
+  that vertically neighbouring pixels share the cached prefix rows, and the
+  bands are spread over numba's threads.
 * **Labels.** Bins are numbered 0.. in creation order after scrubbing
   (contbin renumbers with the unstable ``std::partition``).
 * ``guarantee_sn=True`` rescrubs until every bin reaches ``sn`` (contbin never
