@@ -86,7 +86,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026
     run_id = f"demo-seed{seed}"
     result = DemoResult(out_dir=out, run_id=run_id,
                         columns=["catalogue cluster", "truth", "obsids (clean %)", "masked", "bins", "S/N med",
-                                 "hr centre", "hr outside", "study group"])
+                                 "hr centre", "hr outside", "centre softer by (study)"])
     truth = simulate.demo_truth(seed=seed)
     with open_store(config.project.store) as store:
         steps = StepRunner(store, run_id)
@@ -132,34 +132,46 @@ def run_demo(out_dir: str | os.PathLike[str] = "xmine-demo", *, seed: int = 2026
     study = study_run(config.project.store, run_id, out_dir=out / "study")
     result.report = study.report
     groups = {r["cluster"]: r for r in study.clusters.to_pylist()}
-    for row in run.rows:
-        name, status = row[0], row[1]
-        g = groups.get(name, {})
-        group = "-" if g.get("grp") is None else ("cool-core-like" if g.get("cool_core_like") else "non-cool-core-like")
-        shown, true_name = truth_of.get(name, (name, "-"))
-        result.rows.append((shown, true_name, row[2] if status == "done" else f"failed: {row[-1]}",
-                            row[3], row[4], row[5], _fmt(g.get("hr_inner")), _fmt(g.get("hr_outer")), group))
+    for row in _recorded(config.project.store, run_id):
+        g = groups.get(row["cluster"], {})
+        group = _softer_centre(g)
+        if g.get("grp") is not None:
+            group += " cool-core-like" if g.get("cool_core_like") else " non-cool-core-like"
+        shown, true_name = truth_of.get(row["cluster"], (row["cluster"], "-"))
+        done = row["status"] == "done"
+        result.rows.append((shown, true_name, row["obsids"] if done else f"failed: {row['reason']}",
+                            row["masked"], row["n_bins"], _fmt(row["sn_med"], "{:.1f}"), _fmt(g.get("hr_inner")),
+                            _fmt(g.get("hr_outer")), group))
     result.rows.sort(key=lambda r: str(r[0]))
-    _fill_obsids(result, config)
     result.notes.extend(run.notes)
     result.notes.append(f"study report: {study.report} (plots of the sample, profiles, hardness, bin maps)")
     return result
 
 
-def _fmt(v: Any) -> str:
-    return "-" if v is None or not np.isfinite(v) else f"{v:+.2f}"
+def _softer_centre(row: dict[str, Any]) -> str:
+    """Return the study's hardness deficit of the centre (outside − inside) and its significance."""
+    d, e = row.get("hr_deficit"), row.get("hr_deficit_err")
+    if d is None or e is None or not (np.isfinite(d) and np.isfinite(e) and e > 0):
+        return "-"
+    return f"{d:+.2f} ({d / e:.1f}σ)"
 
 
-def _fill_obsids(result: DemoResult, config: Any) -> None:
-    """Replace the obsids column by 'obsid (clean %)' from the observations table."""
-    with open_store(config.project.store, read_only=True, wait_s=30.0) as st:
-        rows = st.query("SELECT c.cluster, o.obsid, o.clean_fraction FROM observations o JOIN clusters c "
-                        "USING (run_id, cluster) WHERE run_id = $r ORDER BY o.obsid", {"r": result.run_id}).to_pylist()
-    clean: dict[str, list[str]] = {}
-    for r in rows:
-        pct = "-" if r["clean_fraction"] is None else f"{100 * r['clean_fraction']:.0f}"
-        clean.setdefault(r["cluster"].replace("_", " "), []).append(f"{r['obsid']} ({pct})")
-    result.rows = [(r[0], r[1], " ".join(clean.get(str(r[0]), [])) or r[2], *r[3:]) for r in result.rows]
+def _fmt(v: Any, pattern: str = "{:+.2f}") -> str:
+    return "-" if v is None or not np.isfinite(v) else pattern.format(v)
+
+
+def _recorded(store_path: Any, run_id: str) -> list[dict[str, Any]]:
+    """One row per recorded cluster of the run: status, 'obsid (clean %)', masked sources, bins, median S/N."""
+    with open_store(store_path, read_only=True, wait_s=30.0) as st:
+        return st.query(
+            """SELECT c.cluster, c.status, c.reason, c.n_bins,
+                   (SELECT string_agg(o.obsid || ' (' || coalesce(round(100 * o.clean_fraction)::INT::VARCHAR, '-')
+                                      || ')', ' ' ORDER BY o.obsid)
+                    FROM observations o WHERE o.run_id = c.run_id AND o.cluster = c.cluster) AS obsids,
+                   (SELECT median(r.sn) FROM regions r WHERE r.run_id = c.run_id AND r.cluster = c.cluster) AS sn_med,
+                   (SELECT max(json_extract(s.outputs_json, '$.n_masked')::INT) FROM steps s
+                    WHERE s.run_id = c.run_id AND s.item = 'cluster/' || c.cluster AND s.step = 'masks') AS masked
+               FROM clusters c WHERE c.run_id = $r ORDER BY c.cluster""", {"r": run_id}).to_pylist()
 
 
 def _nearest_truth(clusters: Any, ra_deg: float, dec_deg: float) -> dict[str, Any]:
