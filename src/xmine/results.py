@@ -31,7 +31,8 @@ import pyarrow as pa
 from xmine.errors import InputError
 from xmine.store import Store, atomic_write
 
-__all__ = ["RESULT_TABLES", "ClusterOutcome", "export_table", "record_cluster", "recorded_clusters"]
+__all__ = ["RESULT_TABLES", "ClusterOutcome", "export_table", "record_cluster", "record_run_tables",
+           "recorded_clusters"]
 
 #: The tables a cluster's results go to, each keyed by (run_id, cluster, ...).
 RESULT_TABLES: tuple[str, ...] = ("clusters", "observations", "regions", "region_spectra", "region_fits",
@@ -132,6 +133,41 @@ def record_cluster(store: Store, run_id: str, outcome: ClusterOutcome) -> None:
         write_step_records(store, run_id, outcome.steps)
         if outcome.status == "failed":
             store.record_failure(run_id, f"cluster/{c.name}", "run", outcome.reason or "")
+
+
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE",
+              pa.bool_(): "BOOLEAN"}
+
+
+def record_run_tables(store: Store, run_id: str,
+                      tables: Sequence[tuple[str, pa.Table, Sequence[tuple[str, pa.DataType]], Sequence[str]]]) -> None:
+    """Replace a run's rows of tables derived from its results (e.g. the study's) in one transaction.
+
+    Parameters
+    ----------
+    store : Store
+        Open and writable.
+    run_id : str
+    tables : sequence of (name, rows, columns, key)
+        Each table's name, its rows (Arrow, with a ``run_id`` column), its columns as (name, Arrow type), and
+        its primary key. A missing table is created; columns a table made by an earlier xmine lacks are added.
+    """
+    with store.transaction() as con:
+        for name, rows, columns, key in tables:
+            cols_sql = ", ".join(f"{n} {_SQL_TYPES[t]}" for n, t in columns)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols_sql}, PRIMARY KEY ({', '.join(key)}))")
+            have = set(_columns(con, name))
+            for col, dtype in columns:
+                if col not in have:
+                    con.execute(f"ALTER TABLE {name} ADD COLUMN {col} {_SQL_TYPES[dtype]}")
+            con.execute(f"DELETE FROM {name} WHERE run_id = $r", {"r": run_id})
+            view = f"_xmine_rows_{name}"
+            con.register(view, rows)
+            try:
+                cols = ", ".join(c for c, _ in columns)
+                con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {view}")
+            finally:
+                con.unregister(view)
 
 
 def recorded_clusters(store: Store, run_id: str) -> dict[str, str]:

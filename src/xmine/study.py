@@ -940,39 +940,18 @@ def _plot_bin_map(path: Path, cluster: dict[str, Any], regions: pa.Table) -> Pat
 
 
 # ------------------------------------------------------------------------------------------------ writing
-_SQL_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
-
-
-def _create_sql(name: str, columns: list[tuple[str, pa.DataType]], key: tuple[str, ...]) -> str:
-    cols = ", ".join(f"{n} {_SQL_TYPES[t]}" for n, t in columns)
-    return f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(key)}))"
-
-
 def _write_tables(store_path: str | os.PathLike[str], run_id: str, clusters: pa.Table, regions: pa.Table) -> None:
-    """Replace this run's rows of ``study_clusters``/``study_regions`` in one transaction."""
+    """Replace this run's rows of ``study_clusters``/``study_regions`` (one transaction, :mod:`xmine.results`)."""
+    from xmine.results import record_run_tables
+
     try:
         store = open_store(store_path, wait_s=30.0)
     except CacheError as exc:
         msg = f"{exc}; the study's plots and report are written, its tables are not"
         raise CacheError(msg) from exc
-    tables = (("study_clusters", clusters, _SUMMARY_COLUMNS, ("run_id", "cluster")),
-              ("study_regions", regions, _REGION_COLUMNS, ("run_id", "cluster", "bin_id")))
-    with store, store.transaction() as con:
-        for name, table, columns, key in tables:
-            con.execute(_create_sql(name, columns, key))
-            # a table made by an earlier xmine lacks newer columns: add them (older rows get NULL)
-            have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                              "WHERE table_name = $t", {"t": name}).fetchall()}
-            for col, dtype in columns:
-                if col not in have:
-                    con.execute(f"ALTER TABLE {name} ADD COLUMN {col} {_SQL_TYPES[dtype]}")
-            con.execute(f"DELETE FROM {name} WHERE run_id = $r", {"r": run_id})
-            con.register("_xmine_study_rows", table)
-            try:
-                cols = ", ".join(c for c, _ in columns)
-                con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _xmine_study_rows")
-            finally:
-                con.unregister("_xmine_study_rows")
+    with store:
+        record_run_tables(store, run_id, [("study_clusters", clusters, _SUMMARY_COLUMNS, ("run_id", "cluster")),
+                                          ("study_regions", regions, _REGION_COLUMNS, ("run_id", "cluster", "bin_id"))])
 
 
 def _html_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
