@@ -65,6 +65,7 @@ __all__ = [
     "dead_time_correction",
     "deflare",
     "gti_exposure_s",
+    "gti_hdu",
     "intersect_gti",
     "make_light_curve",
     "plot_light_curve",
@@ -629,6 +630,22 @@ def apply_gti(events: EventList, gti: np.ndarray | Mapping[int, np.ndarray]) -> 
 # ---------------------------------------------------------------- files
 
 
+def gti_hdu(gti: np.ndarray | None, header: fits.Header | None = None) -> fits.BinTableHDU:
+    """Return an OGIP ``GTI`` extension (START, STOP in s, ONTIME) with the time keywords of ``header``."""
+    rows = np.zeros((0, 2)) if gti is None else np.asarray(gti, dtype=np.float64).reshape(-1, 2)
+    cols = [fits.Column(name="START", format="1D", unit="s", array=rows[:, 0]),
+            fits.Column(name="STOP", format="1D", unit="s", array=rows[:, 1])]
+    hdu = fits.BinTableHDU.from_columns(cols, name="GTI")
+    h = hdu.header
+    for key in ("TELESCOP", "INSTRUME", "OBS_ID", "MJDREF", "TIMESYS", "TIMEUNIT", "TSTART", "TSTOP"):
+        if header is not None and key in header:
+            value = header[key]
+            h[key] = value.encode("ascii", "replace").decode() if isinstance(value, str) else value
+    h["HDUCLASS"], h["HDUCLAS1"], h["HDUCLAS2"] = "OGIP", "GTI", "STANDARD"
+    h["ONTIME"] = (float(np.sum(rows[:, 1] - rows[:, 0])), "[s] sum of GTIs")
+    return hdu
+
+
 def write_gti(path: str | os.PathLike[str], gti: np.ndarray | Mapping[int, np.ndarray], *,
               header: fits.Header | None = None, result: DeflareResult | None = None) -> Path:
     """Write GTIs as CIAO does: one ``GTI`` extension per CCD (``CCD_ID`` keyword), START/STOP in s.
@@ -649,19 +666,11 @@ def write_gti(path: str | os.PathLike[str], gti: np.ndarray | Mapping[int, np.nd
     primary.header["CREATOR"] = ("xmine.gti", "tool that created this output")
     hdus: list[fits.hdu.base.ExtensionHDU] = []
     for c in sorted(per_ccd):
-        rows = _merge(per_ccd[c])
-        cols = [fits.Column(name="START", format="1D", unit="s", array=rows[:, 0]),
-                fits.Column(name="STOP", format="1D", unit="s", array=rows[:, 1])]
-        g = fits.BinTableHDU.from_columns(cols, name="GTI")
+        g = gti_hdu(_merge(per_ccd[c]), header)
         h = g.header
-        for key in ("TELESCOP", "INSTRUME", "OBS_ID", "MJDREF", "TIMESYS", "TIMEUNIT", "TSTART", "TSTOP"):
-            if header is not None and key in header:
-                h[key] = header[key]
-        h["HDUCLASS"], h["HDUCLAS1"], h["HDUCLAS2"] = "OGIP", "GTI", "STANDARD"
         if c >= 0:
             h["CCD_ID"] = (int(c), "CCD for this table")
             h["HDUNAME"] = f"GTI{c}"
-        h["ONTIME"] = (float(np.sum(rows[:, 1] - rows[:, 0])), "[s] Sum of GTIs")
         if result is not None:
             h["DFMETHOD"] = (result.method, "deflare method (lc_clean or lc_sigma_clip)")
             h["DFMEAN"] = (result.mean_rate, "[ct/s] mean rate of the good bins")

@@ -74,6 +74,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from xmine.errors import InputError
+from xmine.gti import gti_hdu
 from xmine.store import atomic_write
 
 __all__ = [
@@ -108,20 +109,6 @@ def _clean_value(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("ascii", "replace").decode()
     return value
-
-
-def _gti_hdu(gti: np.ndarray | None, header: fits.Header | None) -> fits.BinTableHDU:
-    rows = np.zeros((0, 2)) if gti is None else np.asarray(gti, dtype=np.float64).reshape(-1, 2)
-    cols = [fits.Column(name="START", format="1D", unit="s", array=rows[:, 0]),
-            fits.Column(name="STOP", format="1D", unit="s", array=rows[:, 1])]
-    hdu = fits.BinTableHDU.from_columns(cols, name="GTI")
-    h = hdu.header
-    for key in ("TELESCOP", "INSTRUME", "OBS_ID", "MJDREF", "TIMESYS", "TIMEUNIT", "TSTART", "TSTOP"):
-        if header is not None and key in header:
-            h[key] = _clean_value(header[key])
-    h["HDUCLASS"], h["HDUCLAS1"], h["HDUCLAS2"] = "OGIP", "GTI", "STANDARD"
-    h["ONTIME"] = (float(np.sum(rows[:, 1] - rows[:, 0])), "[s] sum of GTIs")
-    return hdu
 
 
 def _primary(creator: str) -> fits.PrimaryHDU:
@@ -234,7 +221,7 @@ def write_pha(path: str | os.PathLike[str], counts: np.ndarray, *, exposure: flo
     h["CREATOR"] = ("xmine.spectra", "tool that created this output")
     for key, value in (keywords or {}).items():
         h[key] = _clean_value(value)
-    hdus = fits.HDUList([_primary("xmine.spectra"), hdu, _gti_hdu(gti, header_from)])
+    hdus = fits.HDUList([_primary("xmine.spectra"), hdu, gti_hdu(gti, header_from)])
     with atomic_write(p) as tmp:
         hdus.writeto(tmp, checksum=True)
     return p
