@@ -19,6 +19,7 @@ records it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -86,8 +87,20 @@ def _insert_arrow(con: Any, table: str, data: pa.Table | None, keys: Mapping[str
         names = ", ".join(f'"{c}"' for c in cols)
         con.execute(f'INSERT INTO {table} ({names}) SELECT {names} FROM {view}')
     finally:
-        con.unregister(view)
+        _unregister(con, view)
     return data.num_rows
+
+
+def _unregister(con: Any, view: str) -> None:
+    """Drop a registered Arrow view, without hiding the error of a failed statement.
+
+    After a failed statement DuckDB refuses everything until ROLLBACK; the caller's transaction rolls back and
+    re-raises the statement's own error.
+    """
+    import duckdb
+
+    with contextlib.suppress(duckdb.Error):
+        con.unregister(view)
 
 
 def record_cluster(store: Store, run_id: str, outcome: ClusterOutcome) -> None:
@@ -167,7 +180,7 @@ def record_run_tables(store: Store, run_id: str,
                 cols = ", ".join(c for c, _ in columns)
                 con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {view}")
             finally:
-                con.unregister(view)
+                _unregister(con, view)
 
 
 def recorded_clusters(store: Store, run_id: str) -> dict[str, str]:
