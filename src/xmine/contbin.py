@@ -864,14 +864,16 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                     stamp[pp] = b
                     # contbin scans edge pixels in order of arrival, neighbours up, left, right, down
                     tie[pp] = arrival[cur] * 4 + k if contbin_ties else rank[pp]
-                    hk, ht, hp = _heap_room(hk, ht, hp, hn)
+                    if hn == hk.shape[0]:
+                        hk, ht, hp = _heap_room(hk, ht, hp, hn)
                     hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[pp]) - aim), tie[pp], pp)
             if _bin_sn2(st, b, has_bg) >= thr2:
                 break
             # parked pixels that may have come inside the circle go back on offer
             while dn > 0 and dk[0] <= slack:
                 dn, _, _, pp = _heap_pop(dk, dt, dp, dn)
-                hk, ht, hp = _heap_room(hk, ht, hp, hn)
+                if hn == hk.shape[0]:
+                    hk, ht, hp = _heap_room(hk, ht, hp, hn)
                 hn = _heap_push(hk, ht, hp, hn, abs(np.float64(s[pp]) - aim), tie[pp], pp)
             got = -1
             while hn > 0:
@@ -881,7 +883,8 @@ def _grow_bins(s: np.ndarray, order: np.ndarray, rank: np.ndarray, valid: np.nda
                 if constrain and not _constraint_ok(st, b, pp, nx, areas, cval2):
                     m = _constraint_margin(st, b, pp, nx, areas, cval)
                     thr = slack + m * (1.0 - 1e-9) - 1e-9
-                    dk, dt, dp = _heap_room(dk, dt, dp, dn)
+                    if dn == dk.shape[0]:
+                        dk, dt, dp = _heap_room(dk, dt, dp, dn)
                     dn = _heap_push(dk, dt, dp, dn, thr, tie[pp], pp)
                     continue
                 got = pp
