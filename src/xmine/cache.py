@@ -596,6 +596,26 @@ def bind_sql(text: str) -> tuple[str, list[str]]:
     return _PARAM_RE.sub(sub, text), names
 
 
+def _only_queries(con: Any, text: str, store_path: str | Path) -> None:
+    """Refuse anything but one query: a read-only connection still lets COPY … TO or EXPORT write files."""
+    import duckdb
+
+    from xmine.errors import QueryError
+
+    try:
+        statements = con.extract_statements(text)
+    except duckdb.Error as exc:
+        msg = f"SQL failed: {str(exc).splitlines()[0]}"
+        raise QueryError(msg, adql=text) from exc
+    kinds = [s.type for s in statements]
+    allowed = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+    if len(kinds) != 1 or kinds[0] not in allowed:
+        shown = ", ".join(k.name for k in kinds) or "nothing"
+        msg = (f"xmine sql runs one SELECT (or EXPLAIN) on {store_path}, read-only; this is {shown}. "
+               "Export results with --out or `xmine results export`")
+        raise InputError(msg)
+
+
 def run_sql(store_path: str | Path, sql: str, params: Mapping[str, Any] | None = None, *, limit: int = 10_000,
             timeout_s: float = 60.0) -> tuple[pa.Table, bool]:
     """Run read-only SQL on the store with bound ``:name`` parameters.
@@ -636,6 +656,7 @@ def run_sql(store_path: str | Path, sql: str, params: Mapping[str, Any] | None =
     # a bulk run holds the file only while it records a cluster (well under a second): wait for it
     store = open_store(store_path, read_only=True, wait_s=min(timeout_s, 30.0))
     con = store.con.cursor()  # a fresh cursor: the store's own may hold an unfinished result
+    _only_queries(con, text, store_path)
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.start()
     try:
