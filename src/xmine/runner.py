@@ -60,6 +60,8 @@ class RunSummary:
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    #: Of ``seconds``, the driver's time spent recording results (opening the store, one transaction per cluster).
+    record_seconds: float = 0.0
     columns: list[str] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -390,8 +392,10 @@ def run_sample(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog:
         else:
             outcomes = _dask(todo, config, catalog, rid, progress, n_workers, scheduler)
         for outcome in outcomes:
+            t_record = time.perf_counter()
             with open_store(store_path, wait_s=STORE_WAIT_S) as st:
                 record_cluster(st, rid, outcome)
+            summary.record_seconds += time.perf_counter() - t_record
             progress.finished(outcome.cluster.name, outcome.status == "done")
             if outcome.status == "done":
                 summary.done += 1
