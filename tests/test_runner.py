@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -252,6 +253,48 @@ def test_unknown_obsids_fail_their_cluster_in_one_line(population, tmp_path, cap
     assert status == {c.name: "done", "GHOST": "failed"}
     assert "\n" not in reason
     assert "99998" in reason
+
+
+def test_results_and_the_cache_are_read_together_while_a_run_goes_on(population, tmp_path, capsys):
+    from xmine.cache import load_query, run_sql
+
+    root, made, clusters, catalog = population
+    cfg = _config_file(tmp_path, "live", root / "sim" / "archive")
+    store = load_config(cfg, environ={}).project.store
+    # the simulated CSC master sources in the catalogue cache, as a catalogue query would leave them
+    with open_store(store) as st:
+        load_query(st, "SELECT * FROM csc21.master_source", service="simulated", fetch=lambda: catalog,
+                   name="csc_sim")
+    run = subprocess.Popen([sys.executable, "-m", "xmine.cli", "--config", str(cfg), "--quiet", "run",
+                            str(made.sample), "--executor", "serial", "--run-id", "live"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        while run.poll() is None:
+            table, _ = run_sql(store, "SELECT count(*) AS n FROM clusters WHERE run_id = :r", {"r": "live"})
+            seen.append(table.column("n")[0].as_py())
+            time.sleep(0.2)
+    finally:
+        _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert seen, "the run ended before a query"
+    assert seen == sorted(seen)
+    assert set(seen) <= {0, 1, 2, 3}
+    # results joined with the cache: catalogue sources within 6 arcmin of each recorded cluster
+    sql = ("SELECT c.cluster, count(s.name) AS n FROM clusters c LEFT JOIN csc_sim s ON "
+           "degrees(acos(least(1, sin(radians(s.dec)) * sin(radians(c.dec_deg)) + cos(radians(s.dec)) * "
+           "cos(radians(c.dec_deg)) * cos(radians(s.ra - c.ra_deg))))) < 0.1 "
+           "WHERE c.run_id = :r GROUP BY c.cluster ORDER BY c.cluster")
+    table, _ = run_sql(store, sql, {"r": "live"})
+    from astropy.coordinates import SkyCoord
+
+    src = SkyCoord(catalog["ra"], catalog["dec"], unit="deg")
+    want = {c.name: int((src.separation(SkyCoord(c.ra_deg, c.dec_deg, unit="deg")).deg < 0.1).sum())
+            for c in clusters}
+    assert dict(zip(table.column("cluster").to_pylist(), table.column("n").to_pylist(), strict=True)) == want
+    assert sum(want.values()) > 0
+    assert main(["--config", str(cfg), "sql", sql.replace(":r", "'live'")]) == 0
+    assert clusters[0].name in capsys.readouterr().out
 
 
 # -- Dask: real scheduler and worker processes on loopback -------------------------------------------------------
