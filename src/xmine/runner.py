@@ -273,20 +273,27 @@ def _processes(todo: Sequence[ClusterSpec], config: XmineConfig, catalog: Any, r
         pending = {pool.submit(_queue_task, c, config, catalog, run_id, q): c for c in todo}
         for c in todo[:workers]:
             progress.step(c.name, "starting")
-        while pending:
-            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    name, step = q.get_nowait()
-                    progress.step(name, step)
-            for fut in done:
-                c = pending.pop(fut)
-                try:
-                    yield fut.result()
-                except BrokenProcessPool as exc:
-                    msg = (f"a worker process died while processing {c.name} (killed, or out of memory); finished "
-                           f"clusters are recorded: rerun with --run-id {run_id} to resume")
-                    raise XmineError(msg) from exc
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        name, step = q.get_nowait()
+                        progress.step(name, step)
+                for fut in done:
+                    c = pending.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool as exc:
+                        msg = (f"a worker process died while processing {c.name} (killed, or out of memory); "
+                               f"finished clusters are recorded: rerun with --run-id {run_id} to resume")
+                        raise XmineError(msg) from exc
+        except BaseException:
+            # Ctrl-C, or the driver stopped reading: the pool's exit would otherwise run every queued cluster
+            # (whose results nobody records) before returning; only the running ones are waited for
+            for fut in pending:
+                fut.cancel()
+            raise
 
 
 def _dask(todo: Sequence[ClusterSpec], config: XmineConfig, catalog: Any, run_id: str, progress: _Progress,
