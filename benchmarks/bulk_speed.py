@@ -35,7 +35,7 @@ from xmine.runner import load_sample, run_sample
 from xmine.simulate import simulate_sky
 from xmine.simulate.population import population_sample, population_truth
 from xmine.simulate.truth import validate_truth
-from xmine.store import atomic_write
+from xmine.store import atomic_write, open_store
 
 PILOT_EXPOSURE_S = 5000.0
 
@@ -101,6 +101,12 @@ def main() -> int:
                   f"{100 * wall / args.n / 60:.0f} min; load {load()}")
             print(f"        one cluster in its worker: median {np.median(per):.1f} s, first-to-last {per[0]:.1f}-"
                   f"{per[-1]:.1f} s (the slowest includes numba's compile or cache load)")
+            with open_store(config.project.store, read_only=True) as st:
+                steps = st.con.execute("SELECT step, sum(seconds) FROM steps WHERE run_id = $r GROUP BY step "
+                                       "ORDER BY 2 DESC", {"r": summary.run_id}).fetchall()
+            total = sum(t or 0.0 for _, t in steps) or 1.0
+            print("        steps, share of the workers' time: "
+                  + ", ".join(f"{name} {100 * (t or 0.0) / total:.0f} %" for name, t in steps[:6]))
             for row in summary.rows:
                 if row[1] != "done":
                     print(f"  failed: {row[0]}: {row[-1]}")
