@@ -266,9 +266,13 @@ def _processes(todo: Sequence[ClusterSpec], config: XmineConfig, catalog: Any, r
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.managers import SyncManager
 
     ctx = mp.get_context("spawn")  # no fork of the driver's threads (numba, duckdb)
-    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    manager = SyncManager(ctx=ctx)
+    manager.start(_exit_with_parent, (os.getpid(),))
+    with manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                                      initargs=(os.getpid(),)) as pool:
         q = manager.Queue()
         pending = {pool.submit(_queue_task, c, config, catalog, run_id, q): c for c in todo}
         for c in todo[:workers]:
@@ -294,6 +298,22 @@ def _processes(todo: Sequence[ClusterSpec], config: XmineConfig, catalog: Any, r
             for fut in pending:
                 fut.cancel()
             raise
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker process within a second of the driver's death (e.g. SIGKILL), even mid-cluster.
+
+    Pool workers and the progress queue's manager hold both ends of their pipes, so a killed driver would leave
+    them waiting forever. Stopping mid-cluster is safe: products are written atomically and marked done per step.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="xmine-exit-with-parent", daemon=True).start()
 
 
 def _dask(todo: Sequence[ClusterSpec], config: XmineConfig, catalog: Any, run_id: str, progress: _Progress,
