@@ -14,6 +14,11 @@ table. ``--kill group`` (default) kills the run's whole process group (the drive
 out-of-memory killer or a lost node would); ``--kill driver`` kills only the driver, leaving its workers orphaned.
 
 Run: ``python benchmarks/kill_resume.py [--n 20] [--kills 10] [--seed 7] [--executor processes]``.
+
+Measured here (2 cores, shared, 2026-11-23): clean run 40.0 s; 10 kills in 10 attempts at 3.2-9.3 s, 0 to 17
+clusters recorded before each; the final resume finished the rest. clusters 20, observations 52, regions 216,
+region_spectra 789, profiles 400 rows: lost 0, duplicated 0, extra 0, differing 0 in every table (also with
+``--kill driver``, after which no orphaned worker process was left).
 """
 
 from __future__ import annotations
