@@ -409,7 +409,7 @@ def run_sample(clusters: Sequence[ClusterSpec], *, config: XmineConfig, catalog:
             summary.skipped += 1
             continue
         todo.append(c)
-    progress = _Progress(len(todo), quiet=quiet)
+    progress = _Progress(len(todo), quiet=quiet or not todo)
     status = "failed"
     try:
         if how == "serial":
