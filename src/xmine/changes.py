@@ -503,21 +503,14 @@ def run_changes(reference: Any, new: Any, *, out: str | os.PathLike[str] | None 
     >>> str(run_changes(ref, new).table["flag"][0])
     'brightened'
     """
-    from xmine.store import atomic_write
+    from xmine.store import write_table
 
     t = compare_fluxes(reference, new, **kwargs)
     counts = {f: int(np.sum(np.asarray(t["flag"], dtype=str) == f)) for f in FLAGS}
     written = None
     if out is not None:
-        written = Path(out)
-        if written.exists() and not overwrite:
-            msg = f"{written}: exists; use --force to replace it"
-            raise InputError(msg)
-        fmt = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".xml": "votable", ".vot": "votable"}.get(
-            written.suffix.lower(), "fits")
         shown = t[np.asarray(t["alert"], dtype=bool)] if alerts_only else t
         shown = shown.copy()
         shown.meta = {k: (" | ".join(v) if isinstance(v, list) else v) for k, v in shown.meta.items()}
-        with atomic_write(written) as tmp:
-            shown.write(tmp, format=fmt)
+        written = write_table(shown, out, overwrite=overwrite)
     return ChangesResult(t, counts, written)

@@ -356,7 +356,7 @@ def run_hardness(source: Any = None, *, store: Any = None, cone: tuple[float, fl
     >>> res.n_sources
     300
     """
-    from xmine.store import atomic_write
+    from xmine.store import write_table
 
     rows = load_sources(source, store=store, cone=cone, table=table, recipe=recipe, params=params,
                         query_dirs=query_dirs)
@@ -365,12 +365,5 @@ def run_hardness(source: Any = None, *, store: Any = None, cone: tuple[float, fl
     png_path = plot_hardness_variability(ht, png, title=title) if png is not None else None
     table_path = None
     if out_table is not None:
-        table_path = Path(out_table)
-        if table_path.exists() and not overwrite:
-            msg = f"{table_path}: exists; use --force to replace it"
-            raise InputError(msg)
-        fmt = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".xml": "votable", ".vot": "votable"}.get(
-            table_path.suffix.lower())
-        with atomic_write(table_path) as tmp:
-            ht.write(tmp, format=fmt or "fits")
+        table_path = write_table(ht, out_table, overwrite=overwrite)
     return HardnessResult(ht, png_path, table_path, len(ht), n_null, int(np.sum(ht["xrb_candidate"])))

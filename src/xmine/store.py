@@ -51,6 +51,7 @@ __all__ = [
     "atomic_write",
     "hash_inputs",
     "open_store",
+    "write_table",
 ]
 
 #: The schema version this xmine writes. A file with a newer version is refused.
@@ -245,6 +246,28 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+#: astropy writers by file suffix for :func:`write_table` (anything else is FITS).
+_TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".xml": "votable", ".vot": "votable",
+                  ".parquet": "parquet"}
+
+
+def write_table(table: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write an astropy Table atomically, in the format its suffix names (FITS otherwise).
+
+    Raises
+    ------
+    xmine.errors.InputError
+        If the file exists and ``overwrite`` is false.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        msg = f"{target}: exists; use --force to replace it"
+        raise InputError(msg)
+    with atomic_write(target) as tmp:
+        table.write(tmp, format=_TABLE_FORMATS.get(target.suffix.lower(), "fits"))
+    return target
 
 
 @dataclass
