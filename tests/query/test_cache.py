@@ -196,7 +196,7 @@ def test_run_sql(tmp_path):
         cache.run_sql(path, f"SELECT * FROM {r.name} WHERE ra > :lo")
     with pytest.raises(InputError, match="no parameter"):
         cache.run_sql(path, f"SELECT * FROM {r.name}", {"lo": 1})
-    with pytest.raises(InputError, match="one SELECT .* this is DELETE"):
+    with pytest.raises(InputError, match=r"one SELECT .* this is DELETE"):
         cache.run_sql(path, f"DELETE FROM {r.name}")
     with pytest.raises(QueryError, match="nosuch"):
         cache.run_sql(path, "SELECT * FROM nosuch")
