@@ -1,5 +1,7 @@
 """`xmine demo` end to end: simulate, select, process, bin, measure, record, study; a rerun resumes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -23,8 +25,9 @@ def test_demo_records_every_step(demo_dir):
         failures = store.query("SELECT * FROM failures").num_rows
         clusters = store.query("SELECT cluster, status, n_bins FROM clusters ORDER BY cluster").to_pylist()
         regions = store.query("SELECT cluster, count(*) AS n, min(sn) AS sn_min, count(hr) AS n_hr, "
-                              "count(outline_fk5) AS n_outline FROM regions GROUP BY cluster ORDER BY cluster"
-                              ).to_pylist()
+                              "count(*) FILTER (WHERE outline_fk5 LIKE 'polygon%') AS n_outline "
+                              "FROM regions GROUP BY cluster ORDER BY cluster").to_pylist()
+        files = [r["region_file"] for r in store.query("SELECT region_file FROM regions").to_pylist()]
         spectra = store.query("SELECT cluster, bin_id, count(*) AS n FROM region_spectra GROUP BY ALL").to_pylist()
     assert runs == [{"run_id": "demo-seed2026", "kind": "demo", "status": "finished", "seed": 2026}]
     assert failures == 0
@@ -38,6 +41,7 @@ def test_demo_records_every_step(demo_dir):
     for r in regions:
         assert r["sn_min"] >= 0.99 * 20.0  # contbin never revisits scrubbed bins: a few may end just below
         assert r["n_hr"] == r["n_outline"] == r["n"]
+    assert all(Path(f).is_file() for f in files)
     # two obsids and the combined spectrum for every bin
     assert {s["n"] for s in spectra} == {3}
 

@@ -246,7 +246,6 @@ def _disc_sums(P: np.ndarray, y0: int, x0: int, r: int, hw: np.ndarray, off: np.
         # rows above and below together while both exist, then the longer side alone (the order of
         # the other layouts: y0 - dy before y0 + dy); columns clipped to the image
         c = y0 * stride + x0 * nk
-        both = min(up, down)
         for dy in range(1, both + 1):
             w = hw[base + dy]
             cu = np.uint64(c - dy * stride)

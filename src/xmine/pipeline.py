@@ -606,7 +606,7 @@ def _cluster_steps(cluster: ClusterSpec, clean: Mapping[int, Mapping[str, Any]],
 
         table = measure.measure_cluster(result.outputs, cluster, cosmology=config.measure.cosmology,
                                         arf=config.measure.arf)
-        per_bin = Path(ol["per_bin_fk5"]) if "per_bin_fk5" in ol else cdir / "outlines" / "fk5"
+        per_bin = Path(ol["combined_fk5"]).parent / "fk5"  # the outlines step's one file per bin
         files = [per_bin / f"xaf_{int(b)}.reg" for b in table["bin_id"]]
         table["outline_fk5"] = [_region_shapes(f) for f in files]
         table["region_file"] = [str(f) if f.exists() else "" for f in files]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,7 +228,3 @@ def export_table(store: Store, sql: str, path: str | Path, *, params: Mapping[st
             t.write(tmp, format=fmt_name)
     return p
 
-
-def rows_as_dicts(table: pa.Table) -> Iterable[dict[str, Any]]:
-    """Yield the rows of an Arrow table as dicts (for printing)."""
-    yield from table.to_pylist()
